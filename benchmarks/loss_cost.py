@@ -1,0 +1,179 @@
+"""Loss cost: forward + backward of every loss a user can pick, relative to ``ce``, same logits.
+
+Every ``configs/loss/*.yaml`` is instantiated as shipped (plus any registered loss no config
+names, with its defaults). Inputs: logits ``[B, C]`` (``randn * 3``, requires grad), targets
+of the loss's task kind (class indices; multi-hot for multi-label losses; (label, is_positive)
+pairs with half negatives for partial-label losses), ``aux_logits`` for two-head losses.
+Each repeat times ``inner`` forward+backward calls of the loss and, right after, of ``ce`` on
+the same tensors; the figure is the median over repeats of the per-pair ratio.
+Target: at most 1.5x ``ce`` (``two_head``, which has a second head to train, at most 2.5x).
+"""
+
+from __future__ import annotations
+
+import time
+
+from common import REPO, Section, median, table
+
+B = 4096
+CLASSES = (30, 100, 1081)
+TARGET, TARGET_TWO_HEAD = 1.5, 2.5
+
+
+def loss_choices() -> dict[str, object]:
+    """name -> loss module: every shipped loss config, then registered losses without one."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from softloss_cli.losses import LOSSES
+
+    out, targets = {}, set()
+    for path in sorted((REPO / "softloss_cli" / "configs" / "loss").glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        targets.add(cfg.get("_target_"))
+        try:
+            out[path.stem] = instantiate(cfg)
+        except Exception as exc:  # a loss being written right now must not stop the benchmark
+            out[path.stem] = exc
+    for entry in LOSSES.entries():
+        target = f"{entry.obj.__module__.rsplit('.', 1)[0]}.{entry.obj.__name__}"
+        if entry.name not in out and target not in targets and f"{entry.obj.__module__}.{entry.obj.__name__}" not in targets:
+            try:
+                out[entry.name] = entry.obj()
+            except Exception as exc:
+                out[entry.name] = exc
+    return out
+
+
+def make_inputs(loss, b: int, c: int, device, generator):
+    """(logits, target, aux) for ``loss``'s task kind."""
+    import torch
+
+    logits = (torch.randn(b, c, generator=generator) * 3).to(device).requires_grad_(True)
+    kinds = getattr(loss, "task_kinds", ("multiclass",))
+    labels = torch.randint(0, c, (b,), generator=generator)
+    if "multiclass" in kinds or "ordinal" in kinds:
+        target = labels
+    elif "multilabel" in kinds:
+        target = (torch.rand(b, c, generator=generator) < 2.0 / c).float()
+    else:  # partial: (label, is_positive), half of them negative labels
+        target = torch.stack([labels, (torch.rand(b, generator=generator) < 0.5).long()], dim=1)
+    aux = {}
+    if getattr(loss, "needs_aux", False):
+        aux["aux_logits"] = (torch.randn(b, c, generator=generator) * 3).to(device).requires_grad_(True)
+    return logits, target.to(device), aux
+
+
+def time_loss(loss, logits, target, aux, inner: int, sync) -> float:
+    """The fastest of ``inner`` forward+backward calls: a call the scheduler interrupted (on a
+    shared machine) says nothing about the loss."""
+    tensors = [logits, *aux.values()]
+    best = float("inf")
+    for _ in range(inner):
+        for t in tensors:
+            t.grad = None
+        sync()
+        t0 = time.perf_counter()
+        loss(logits, target, **aux).backward()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure(device_name: str = "cpu", repeats: int = 7, classes=CLASSES, batch: int = B, names=None) -> dict:
+    import torch
+
+    device = torch.device(device_name)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    inner = 10 if device.type == "cuda" else 3
+    losses = loss_choices()
+    if names:
+        losses = {k: v for k, v in losses.items() if k in names or k == "ce"}
+    ce = losses["ce"]
+    results: dict[str, dict] = {}
+    for c in classes:
+        g = torch.Generator().manual_seed(c)
+        ce_logits, ce_target, _ = make_inputs(ce, batch, c, device, g)
+        for name, loss in losses.items():
+            if isinstance(loss, Exception):
+                results.setdefault(name, {})[c] = f"n/a ({type(loss).__name__}: {str(loss).splitlines()[0][:60]})"
+                continue
+            try:
+                loss = loss.to(device)
+                # The same generator seed: the same logit values as CE's (and the same labels
+                # for losses on class indices).
+                logits, target, aux = make_inputs(loss, batch, c, device, torch.Generator().manual_seed(c))
+                for _ in range(2):  # warm-up: allocator, first-call dispatch
+                    time_loss(loss, logits, target, aux, 1, sync)
+                    time_loss(ce, ce_logits, ce_target, {}, 1, sync)
+                ratios, secs, ce_secs = [], [], []
+                for _ in range(repeats):
+                    s = time_loss(loss, logits, target, aux, inner, sync)
+                    s_ce = time_loss(ce, ce_logits, ce_target, {}, inner, sync)
+                    ratios.append(s / s_ce)
+                    secs.append(s)
+                    ce_secs.append(s_ce)
+                results.setdefault(name, {})[c] = {"ratio": median(ratios), "ms": 1e3 * median(secs),
+                                                   "ce_ms": 1e3 * median(ce_secs)}
+            except Exception as exc:
+                results.setdefault(name, {})[c] = f"error ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
+    return results
+
+
+def target_for(name: str) -> float:
+    return TARGET_TWO_HEAD if name == "two_head" else TARGET
+
+
+def render(results: dict, classes, device: str) -> tuple[str, list[str]]:
+    rows, missed = [], []
+    for name in sorted(results, key=lambda n: (n != "ce", n)):
+        cells = []
+        worst = 0.0
+        for c in classes:
+            r = results[name].get(c)
+            if isinstance(r, dict):
+                cells.append(f"{r['ratio']:.2f}x ({r['ms']:.2f} ms)")
+                worst = max(worst, r["ratio"])
+            else:
+                cells.append(str(r))
+        ok = worst <= target_for(name)
+        if not ok:
+            missed.append(name)
+        rows.append([f"`{name}`", *cells, f"<= {target_for(name)}x", "**met**" if ok else "**missed**"])
+    header = ["loss", *(f"C = {c}" for c in classes), "target", f"{device}"]
+    return table(header, rows), missed
+
+
+def run(repeats: int = 7, quick: bool = False, gpu: bool = False) -> Section:
+    import torch
+
+    classes = (30,) if quick else CLASSES
+    batch = 256 if quick else B
+    parts, data, verdicts = [], {}, []
+    threads = torch.get_num_threads()
+    for device in ["cpu"] + (["cuda"] if gpu else []):
+        # One CPU thread: the ratio is one of work, free of OpenMP barrier stalls when other
+        # processes share the cores (they made 2-thread timings swing 100x here).
+        torch.set_num_threads(1 if device == "cpu" else threads)
+        try:
+            results = measure(device, repeats, classes, batch)
+        finally:
+            torch.set_num_threads(threads)
+        data[device] = results
+        md, missed = render(results, classes, device)
+        where = "CPU, one thread" if device == "cpu" else "GPU"
+        parts += [f"**{where}**, B = {batch}, forward + backward, ratio to `ce` (median of {repeats} paired "
+                  f"repeats, each the fastest of a few calls; the loss's own time in parentheses):", "", md, ""]
+        n = len(results)
+        verdicts.append((f"loss cost, {device} ({n} losses)", f"{n - len(missed)} of {n} within target",
+                         f"<= {TARGET}x ce (two_head {TARGET_TWO_HEAD}x)", not missed))
+        if missed:
+            parts.append(f"Over target on {device}: {', '.join(f'`{m}`' for m in missed)}. What bounds them: `ce` is "
+                         "one fused kernel forward and one backward; a loss written as a chain of tensor ops "
+                         "(softmax, cumsum, weights, log1p...) makes one pass over B x C per op, forward and "
+                         "backward, and the ratio grows with that count (and with any work outside torch).")
+            parts.append("")
+    if not gpu:
+        parts.append("**GPU**: not measured in this session (no CUDA device); see the GPU section for the command.")
+    data["verdicts"] = verdicts
+    return Section("Loss cost", "\n".join(parts), data)

@@ -1,0 +1,3 @@
+from softloss_cli.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""Average-K losses: train a model whose thresholded scores give sets of about K labels.
+
+Average-K classification returns, for each input, every class whose score passes one
+global threshold chosen so that sets hold K labels on average (``metrics/average_k.py``).
+Thresholding the softmax of a CE model is the simple, consistent method. The losses here
+train a *multi-label* view of single-label data instead, whose sigmoid scores are the ones
+thresholded:
+
+- ``two_head``: CE on a softmax head + BCE on a second, multi-label head whose targets are
+  pseudo-labels made by thresholding the softmax so that K classes are positive on average
+  (Garcin, Servajean, Joly, Salmon, WACV 2025, arXiv 2303.18118).
+- ``bce_an``, ``bce_wan``, ``epr``: single-positive multi-label baselines on the one-hot
+  label, for one sigmoid head alone (Cole et al., CVPR 2021, "Multi-Label Learning from
+  Single Positive Labels", arXiv 2106.09708).
+
+Targets are int64 class indices ``[B]`` (multiclass); the losses one-hot them inside.
+Normalisation (shared, from Cole et al.'s code): the BCE terms are **averaged over the C
+classes** of a sample (their ``loss_mtx / (B * C)``), then over the batch. Under SGD the
+gradient per logit is then ~1/C of softmax CE's; the ``average_k`` preset uses AdamW,
+which does not care about the scale. Logs are ``logsigmoid``/``softplus`` of the logits
+(Cole et al. add ``1e-5`` inside ``log(p)``; we need no epsilon), in float32 with
+autocast off.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, reduce_loss
+from softloss_cli.losses.multilabel import SigmoidLoss
+
+__all__ = ["TwoHeadLoss", "AssumeNegativeLoss", "WeakAssumeNegativeLoss", "ExpectedPositiveLoss"]
+
+THRESHOLD_MODES = ("batch", "running")
+
+
+def _one_hot(logits: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
+    """float32 one-hot ``[B, C]`` of int64 class indices ``[B]`` (shape checks only, no host sync)."""
+    if target.ndim != 1 or target.shape[0] != logits.shape[0] or target.is_floating_point():
+        raise ValueError(
+            f"loss={name} expects int64 class indices [B={logits.shape[0]}], got {target.dtype} "
+            f"{tuple(target.shape)}"
+        )
+    return F.one_hot(target.long(), logits.shape[1]).float()
+
+
+@LOSSES.register("two_head", "softmax CE + multi-label head on pseudo-labels with K positives on average")
+class TwoHeadLoss(SoftmaxLoss):
+    """The two-head Average-K loss (Garcin et al., arXiv 2303.18118), as we implemented it.
+
+    The model has a softmax head (``logits`` z) and a multi-label head (``aux_logits`` a)
+    on the same features (``model.heads=two``). With ``p = softmax(alpha * z)`` detached:
+
+        ``loss_i = CE(z_i, y_i) + aux_weight * (1/C) sum_c BCE(a_ic, t_ic)``
+
+    where the pseudo-labels ``t`` of a batch of B samples are: ``t_iy_i = 1`` (the true
+    label), plus ``t_ic = 1`` for the ``round((K - 1) * B)`` largest ``p_ic`` among the
+    batch's other entries (``c != y_i``), all the rest 0, so a sample has K positives on
+    average over the batch: many for an ambiguous input whose softmax is spread, only its
+    label for a clear one. Average-K sets are then read from ``sigmoid(a)``
+    (``set_source = 'aux_logits'``); the softmax head is the one ``accuracy`` uses.
+
+    The paper's body was not available to us; the choices that are ours:
+        - the true label is always positive and never competes for the (K-1)*B slots;
+        - the budget is per batch (``threshold='batch'``: the ``(K-1)*B``-th largest
+          probability, ties at the boundary broken by ``torch.topk``'s order), or a running
+          estimate of that boundary value (``threshold='running'``: an exponential moving
+          average with ``momentum``, updated in training mode only, then every other entry
+          with ``p >= threshold`` is positive; smoother for small batches, but the budget
+          then holds only on average over batches);
+        - pseudo-labels come from the current model's softmax (no teacher, no warm-up),
+          detached, so the multi-label head never pushes the softmax head directly;
+        - the BCE is averaged over classes (as the baselines, Cole et al.) and weighted by
+          ``aux_weight``; the CE is plain (``logit_scale``/``penalty`` of SoftmaxLoss apply).
+
+    Args:
+        k: K, the target mean number of positives per sample (>= 1; a float is allowed).
+        aux_weight: weight of the multi-label term (>= 0).
+        threshold: ``'batch'`` | ``'running'``.
+        momentum: EMA momentum of the running threshold, in [0, 1).
+        logit_scale, penalty, penalty_weight, penalty_on, reduction: see ``SoftmaxLoss``.
+
+    Shapes: logits ``[B, C]``, ``aux_logits`` ``[B, C]``, target int64 ``[B]``; returns a
+    scalar. ``last_parts``: ``ce``, ``aux_bce``, ``pseudo_threshold`` (the boundary
+    probability), ``pseudo_positives`` (mean positives per sample). The running
+    threshold is the buffer ``running_threshold`` (in ``state_dict()``; NaN until the
+    first training batch).
+    """
+
+    task_kinds = ("multiclass",)
+    activation = "softmax"
+    needs_aux = True
+    set_source = "aux_logits"
+
+    def __init__(self, k: float = 2.0, aux_weight: float = 1.0, threshold: str = "batch",
+                 momentum: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        if not k >= 1:
+            raise ValueError(f"k must be >= 1 (the true label is always in the set), got {k}")
+        if not aux_weight >= 0:
+            raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+        if threshold not in THRESHOLD_MODES:
+            raise ValueError(f"threshold must be one of {', '.join(THRESHOLD_MODES)}, got {threshold!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.k, self.aux_weight, self.threshold, self.momentum = float(k), float(aux_weight), threshold, float(momentum)
+        self.register_buffer("running_threshold", torch.tensor(float("nan")))
+        self._parts: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def pseudo_labels(self, probs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(t float [B, C], boundary probability)`` from detached softmax probabilities."""
+        b, c = probs.shape
+        onehot = F.one_hot(target.long(), c).bool()
+        extra = min(max(int(round((self.k - 1.0) * b)), 0), b * (c - 1))
+        if extra == 0:
+            return onehot.float(), torch.full((), float("nan"), device=probs.device)
+        # Probabilities are >= 0, so -1 keeps the true entries out of the top `extra`.
+        others = probs.masked_fill(onehot, -1.0).reshape(-1)
+        values, index = others.topk(extra)
+        boundary = values[-1]
+        if self.threshold == "batch":
+            pseudo = onehot.reshape(-1).clone()
+            pseudo[index] = True
+            return pseudo.view(b, c).float(), boundary
+        running = self.running_threshold.to(probs.device)
+        if self.training:
+            ema = self.momentum * running + (1.0 - self.momentum) * boundary
+            running = torch.where(torch.isnan(running), boundary, ema)  # the first batch starts the average
+            self.running_threshold = running
+        return (onehot | (others.view(b, c) >= running)).float(), running
+
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, aux_logits: torch.Tensor | None = None,
+                   **aux) -> torch.Tensor:
+        if aux_logits is None:
+            raise ValueError("loss=two_head needs the second head's aux_logits: add model.heads=two")
+        if aux_logits.shape != logits.shape:
+            raise ValueError(f"aux_logits {tuple(aux_logits.shape)} must be shaped like logits {tuple(logits.shape)}")
+        _one_hot(logits, target, "two_head")  # the shape check
+        ce = F.cross_entropy(logits, target, reduction="none")
+        pseudo, boundary = self.pseudo_labels(torch.softmax(logits.detach(), dim=1), target)
+        bce = F.binary_cross_entropy_with_logits(aux_logits, pseudo, reduction="none").mean(dim=1)
+        self._parts = {
+            "ce": ce.mean().detach(),
+            "aux_bce": bce.mean().detach(),
+            "pseudo_threshold": boundary.detach(),
+            "pseudo_positives": pseudo.sum(dim=1).mean(),
+        }
+        return ce + self.aux_weight * bce
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        loss = super().forward(logits, target, **aux)
+        self.last_parts.update(self._parts)
+        return loss
+
+
+class _SinglePositiveLoss(SigmoidLoss):
+    """Sigmoid losses on the one-hot label of single-label data (Average-K baselines)."""
+
+    task_kinds = ("multiclass",)
+    activation = "sigmoid"
+    set_source = "logits"
+
+
+@LOSSES.register("bce_an", "BCE on the one-hot label, all other classes assumed negative (Cole et al. 2021)")
+class AssumeNegativeLoss(_SinglePositiveLoss):
+    """"Assume negative" BCE (Cole et al. 2021, arXiv 2106.09708, ``L_AN``).
+
+        ``loss_i = (1/C) [ -log sigmoid(z_iy_i) - sum_{c != y_i} log(1 - sigmoid(z_ic)) ]``
+
+    Args:
+        reduction: ``'mean'`` over the batch (default) | ``'sum'`` | ``'none'``.
+
+    Shapes: logits ``[B, C]``, target int64 ``[B]``; returns a scalar (mean over classes,
+    then over the batch).
+    """
+
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        y = _one_hot(logits, target, "bce_an")
+        return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
+
+
+@LOSSES.register("bce_wan", "BCE on the one-hot label, negatives weighted 1/(C-1) (Cole et al. 2021)")
+class WeakAssumeNegativeLoss(_SinglePositiveLoss):
+    """"Weak assume negative" BCE (Cole et al. 2021, arXiv 2106.09708, ``L_WAN``).
+
+        ``loss_i = (1/C) [ -log sigmoid(z_iy_i) - gamma sum_{c != y_i} log(1 - sigmoid(z_ic)) ]``,
+        ``gamma = 1 / (C - 1)``
+
+    so the assumed negatives weigh as much, together, as the one observed positive.
+
+    Args:
+        reduction: ``'mean'`` over the batch (default) | ``'sum'`` | ``'none'``.
+
+    Shapes: logits ``[B, C]``, target int64 ``[B]``; returns a scalar.
+    """
+
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        y = _one_hot(logits, target, "bce_wan")
+        gamma = 1.0 / max(logits.shape[1] - 1, 1)
+        weight = y + gamma * (1.0 - y)
+        return (weight * F.binary_cross_entropy_with_logits(logits, y, reduction="none")).mean(dim=1)
+
+
+@LOSSES.register("epr", "positive term + expected-positive regulariser (Cole et al. 2021)")
+class ExpectedPositiveLoss(_SinglePositiveLoss):
+    """Expected positive regularisation (Cole et al. 2021, arXiv 2106.09708, ``L_EPR``).
+
+        ``loss = mean_i [ -(1/C) log sigmoid(z_iy_i) ] + reg_weight * R``,
+        ``R = ( mean_i sum_c sigmoid(z_ic) - k )^2 / C^2``
+
+    Only the observed positive has a likelihood term; the regulariser, computed on the
+    whole batch, asks for k positive classes per sample on average (for Average-K, k = K).
+    ``R`` is divided by ``C^2`` as in the authors' code.
+
+    Args:
+        k: expected number of positives per sample (> 0; default 2, the ``two_head`` K).
+        reg_weight: weight of R (>= 0; the authors' code uses 1).
+        reduction: ``'mean'`` (default): the formula above. ``'sum'``: the sum of the positive
+            terms + ``B * reg_weight * R`` (B times the mean). ``'none'``: per sample, the
+            positive term + ``reg_weight * R`` (R is a batch quantity; its mean is ``'mean'``).
+
+    Shapes: logits ``[B, C]``, target int64 ``[B]``; returns a scalar. ``last_parts``:
+    ``main`` (the positive term), ``reg`` (R), ``expected_positives``.
+    """
+
+    def __init__(self, k: float = 2.0, reg_weight: float = 1.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        if not k > 0:
+            raise ValueError(f"k must be > 0, got {k}")
+        if not reg_weight >= 0:
+            raise ValueError(f"reg_weight must be >= 0, got {reg_weight}")
+        self.k, self.reg_weight = float(k), float(reg_weight)
+
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        _one_hot(logits, target, "epr")
+        return F.softplus(-logits.gather(1, target.long()[:, None]).squeeze(1)) / logits.shape[1]
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            z = logits.float()
+            positive = self.per_sample(z, target)
+            expected = torch.sigmoid(z).sum(dim=1).mean()
+            reg = (expected - self.k) ** 2 / z.shape[1] ** 2
+            main = reduce_loss(positive, self.reduction)
+            scale = positive.shape[0] if self.reduction == "sum" else 1.0
+            loss = main + self.reg_weight * scale * reg
+        self.last_parts = {"main": main.detach(), "reg": reg.detach(), "expected_positives": expected.detach()}
+        return loss

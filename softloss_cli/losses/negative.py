@@ -1,0 +1,226 @@
+"""Learning from negative labels: some training samples only say "the answer is not l".
+
+Targets follow the ``partial`` task contract (tasks.py): int64 ``[B, 2]`` rows
+``(label, is_positive)``. A positive row (``is_positive = 1``) is an ordinary class index; a
+negative row (``is_positive = 0``) names one class the sample is NOT.
+
+- ``nl``: cross-entropy on positives and ``-log(1 - p_l)`` on negatives (negative learning,
+  Kim et al. 2019, https://arxiv.org/abs/1908.07387; complementary labels, Ishida et al.
+  2017, https://arxiv.org/abs/1705.07541). Bounded below by 0 and minimised by moving
+  the mass off ``l``, wherever it goes.
+- ``negated_ce``: cross-entropy on positives and ``-CE`` (``+log p_l``) on negatives: the
+  naive "negate the gradient" idea. ``log p_l -> -inf`` as ``p_l -> 0``, so the loss has
+  no lower bound and training drives the logits apart until they overflow: the cautionary
+  baseline (a run usually ends as "diverged").
+- ``positives_only``: cross-entropy on the positives, negatives dropped: the baseline to beat.
+
+All are computed in float32 with autocast off (``SoftmaxLoss.forward``), from
+``logsumexp`` so that they stay finite for any finite logits where the true value is
+finite (``p_l`` rounding to 1 in float32 does not make ``-log(1 - p_l)`` infinite).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss
+
+__all__ = [
+    "NegatedCrossEntropyLoss",
+    "NegativeLearningLoss",
+    "PartialLoss",
+    "PositivesOnlyLoss",
+    "negative_log_complement",
+    "split_partial_targets",
+]
+
+
+def split_partial_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(label int64 [B], positive bool [B])`` from partial targets ``[B, 2]`` = (label, is_positive).
+
+    Shape checks only (no host sync); label ranges are checked once by the data loader.
+    """
+    if target.ndim != 2 or target.shape[1] != 2:
+        raise ValueError(
+            f"partial targets must be [B, 2] rows (label, is_positive), got shape {tuple(target.shape)}; "
+            "use data.negatives.fraction > 0 to build them"
+        )
+    if target.is_floating_point() or target.is_complex():
+        raise ValueError(f"partial targets must be an integer tensor, got dtype {target.dtype}")
+    return target[:, 0].long(), target[:, 1] != 0
+
+
+def negative_log_complement(
+    logits: torch.Tensor, label: torch.Tensor, lse: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``-log(1 - p_l)`` per sample, ``p = softmax(logits)``, computed stably.
+
+    ``1 - p_l = sum_{k != l} p_k``, so
+    ``-log(1 - p_l) = logsumexp_k z_k - logsumexp_{k != l} z_k``: the class ``l`` is masked
+    with ``-inf`` before the second ``logsumexp``. Exact where the naive
+    ``-log(1 - softmax(z)_l)`` rounds ``p_l`` to 1 and returns inf: for ``z = (1e4, 0, 0)``
+    and ``l = 0`` it gives ``1e4 - log 2``. Needs ``C >= 2`` (with one class ``p_l = 1``
+    and the value is +inf).
+
+    Args:
+        logits: ``[B, C]`` float logits (use float32: the caller casts).
+        label: ``[B]`` int64 class indices.
+        lse: ``logsumexp(logits, -1)`` when the caller has it already.
+
+    Returns ``[B]`` values >= 0 in ``logits``' dtype.
+    """
+    if lse is None:
+        lse = torch.logsumexp(logits, dim=-1)
+    forbidden = F.one_hot(label, logits.shape[-1]).bool()
+    return lse - torch.logsumexp(logits.masked_fill(forbidden, float("-inf")), dim=-1)
+
+
+class PartialLoss(SoftmaxLoss):
+    """Base of the negative-label losses: targets ``[B, 2]`` = (label, is_positive).
+
+    Subclasses give ``positive_term`` and ``negative_term`` per sample; ``per_sample``
+    picks one per row. ``last_parts`` adds ``pos_ce`` (mean CE over the batch's positives)
+    and ``neg_term`` (mean negative term over its negatives; 0 when a batch has none), so
+    TensorBoard shows which side drives the loss (``train/neg_term`` falling without bound
+    is the divergence of ``negated_ce``).
+
+    Args:
+        neg_weight: weight ``w >= 0`` of the negative term.
+        logit_scale, penalty, penalty_weight, penalty_on, reduction: see ``SoftmaxLoss``;
+            ``'mean'`` averages over every sample of the batch, positive or negative.
+    """
+
+    task_kinds = ("partial",)
+
+    def __init__(self, neg_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not neg_weight >= 0:
+            raise ValueError(f"neg_weight must be >= 0, got {neg_weight}")
+        self.neg_weight = float(neg_weight)
+        self._terms: tuple[torch.Tensor, ...] | None = None
+
+    def negative_term(self, logits: torch.Tensor, label: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        label, positive = split_partial_targets(target)
+        lse = torch.logsumexp(logits, dim=-1)
+        ce = lse - logits.gather(1, label[:, None]).squeeze(1)  # -log p_label, same as cross_entropy
+        neg = self.negative_term(logits, label, lse)
+        self._terms = (positive, ce.detach(), neg.detach())
+        # Both branches are finite with finite gradients for finite logits, so torch.where
+        # (which still differentiates the branch it does not pick, times 0) stays NaN-free.
+        return torch.where(positive, ce, self.neg_weight * neg)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        loss = super().forward(logits, target, **aux)
+        positive, ce, neg = self._terms
+        pos = positive.to(ce.dtype)
+        # Means over each side of the batch without a host sync (clamp: a side may be empty).
+        self.last_parts["pos_ce"] = (ce * pos).sum() / pos.sum().clamp_min(1.0)
+        self.last_parts["neg_term"] = (neg * (1 - pos)).sum() / (1 - pos).sum().clamp_min(1.0)
+        self._terms = None
+        return loss
+
+
+@LOSSES.register("nl", "CE on positives + -log(1 - p_l) on negative labels (stable, bounded)")
+class NegativeLearningLoss(PartialLoss):
+    """Cross-entropy on positives, ``w * -log(1 - p_l)`` on negatives ("not l").
+
+    ``loss_i = -log p_{y_i}`` if sample i is positive, else ``w * -log(1 - p_{l_i})``, with
+    ``p = softmax(alpha * z)`` and ``-log(1 - p_l) = logsumexp_k z_k - logsumexp_{k != l} z_k``
+    (``negative_log_complement``). Negative learning: Kim et al. 2019, NLNL
+    (https://arxiv.org/abs/1908.07387); complementary-label learning: Ishida et al. 2017
+    (https://arxiv.org/abs/1705.07541). Both terms are >= 0, so the loss is bounded below
+    and its gradient on a negative row, ``p_l / (1 - p_l) * (p_k - 1[k = l])``-shaped,
+    vanishes as ``p_l -> 0``.
+
+    Args:
+        neg_weight: ``w``, weight of the negative term (default 1).
+        logit_scale, penalty, penalty_weight, penalty_on: see ``SoftmaxLoss``.
+        reduction: ``'mean'`` over all samples of the batch (default) | ``'sum'`` | ``'none'``.
+
+    Shapes: logits ``[B, C]`` (C >= 2), target int64 ``[B, 2]`` = (label, is_positive);
+    returns a scalar.
+    """
+
+    def negative_term(self, logits, label, lse):
+        return negative_log_complement(logits, label, lse)
+
+
+@LOSSES.register("negated_ce", "CE on positives, -CE on negatives: unbounded, diverges (cautionary baseline)")
+class NegatedCrossEntropyLoss(PartialLoss):
+    """Cross-entropy on positives, its negation ``-w * CE = w * log p_l`` on negatives.
+
+    The naive way to "push the prediction away from l": flip the sign of the CE gradient.
+    ``log p_l`` has no lower bound, and its gradient ``d log p_l / d z_k = 1[k = l] - p_k``
+    does not vanish as ``p_l -> 0`` (``z_l`` keeps being pushed down at rate ``1 - p_l -> 1``),
+    so minimising it grows the logit gaps for ever: the loss heads to ``-inf`` and the
+    weights towards overflow.
+    Kept as the cautionary baseline of DESIGN.md's negatives scenario; a run that goes
+    non-finite ends as "diverged" (exit code 3, ``status.json``).
+
+    Each value is finite for finite logits (``log p_l = z_l - logsumexp z``, never
+    ``log`` of an underflowed probability).
+
+    Args:
+        neg_weight: ``w`` (default 1).
+        logit_scale, penalty, penalty_weight, penalty_on, reduction: see ``NegativeLearningLoss``.
+
+    Shapes: logits ``[B, C]``, target int64 ``[B, 2]``; returns a scalar.
+    """
+
+    def negative_term(self, logits, label, lse):
+        return logits.gather(1, label[:, None]).squeeze(1) - lse  # log p_l = -CE
+
+
+@LOSSES.register("positives_only", "CE on the positive samples only; negative labels are dropped (baseline)")
+class PositivesOnlyLoss(PartialLoss):
+    """Cross-entropy on the positive rows; negative rows are dropped.
+
+    ``loss = (1 / |P|) sum_{i in P} -log p_{y_i}`` over the batch's positives ``P``: the same
+    as training plain CE on the positive subset. Our choice: the ``'mean'`` reduction
+    divides by the number of positives, not by the batch size, so that the effective
+    learning rate does not shrink with the negative fraction (which would handicap the
+    baseline); a batch without positives gives 0. ``'sum'`` sums over positives;
+    ``'none'`` gives 0 on negative rows. A penalty, if any, is averaged over the positives too.
+
+    Args:
+        logit_scale, penalty, penalty_weight, penalty_on, reduction: see ``SoftmaxLoss``.
+
+    Shapes: logits ``[B, C]``, target int64 ``[B, 2]``; returns a scalar.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.pop("neg_weight", None)  # accepted for a uniform config interface, unused
+        super().__init__(neg_weight=0.0, **kwargs)
+
+    def negative_term(self, logits, label, lse):
+        return torch.zeros_like(lse)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        label, positive = split_partial_targets(target)
+        # float32 with autocast off, as SoftmaxLoss.forward: low-precision log-probs underflow.
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            z = logits.float() * self.logit_scale
+            keep = positive.to(z.dtype)
+            count = keep.sum().clamp_min(1.0)
+
+            def reduce(values: torch.Tensor) -> torch.Tensor:
+                values = values * keep
+                if self.reduction == "mean":
+                    return values.sum() / count
+                return values.sum() if self.reduction == "sum" else values
+
+            ce = F.cross_entropy(z, label, reduction="none")
+            main = reduce(ce)
+            parts = {"main": main.detach(), "pos_ce": ((ce * keep).sum() / count).detach()}
+            loss = main
+            if self.penalty_fn is not None:
+                source = z if self.penalty_on == "logits" else aux[self.penalty_on].float()
+                pen = reduce(self.penalty_fn(torch.log_softmax(source, dim=-1)))
+                parts["penalty"] = pen.detach()
+                loss = loss + self.penalty_weight * pen
+        self.last_parts = parts
+        return loss

@@ -1,0 +1,7 @@
+"""Figure functions per family (``classification``, ``ordinal``, ``average_k``...).
+
+Each module registers its figures with ``softloss_cli.train.figures.figure`` and imports
+matplotlib inside the functions only. ``task_figures`` imports them all on first use.
+"""
+
+FAMILIES = ("classification", "ordinal", "confidence", "multilabel", "average_k")

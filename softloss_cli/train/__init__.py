@@ -1,0 +1,1 @@
+"""The training loop and the small modules it calls (precision, checkpoints, logging, evaluation)."""

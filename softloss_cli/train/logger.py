@@ -1,0 +1,275 @@
+"""Where a run's numbers go: TensorBoard events, ``history.jsonl`` and the console.
+
+TensorBoard is imported only when a run starts (it is slow to import). On resume the
+writer purges events past the resumed step and ``history.jsonl`` drops the epochs that
+will be trained again, so curves never hold two copies of an epoch.
+
+What a run's TensorBoard directory (``<run>/tb``) holds:
+
+- scalars ``train/*`` (loss, lr, loss parts every ``log_every`` steps; epoch loss and
+  throughput per epoch), ``val/*`` (every validation metric per epoch), ``test/*`` (the
+  final test metrics, at the last step) and ``final/{val,test,train}/*``: the numbers of
+  ``metrics.json`` (best checkpoint), which the HPARAMS tab reads;
+- a custom-scalars layout (tab CUSTOM SCALARS): one chart per headline metric with its
+  ``train``/``val``/``test`` series together, plus the training loss and learning rate;
+- the HPARAMS tab's three summaries (experiment, session start, session end) written by
+  this run's own writer, so the tab lists the run itself (not the sub-run that
+  ``SummaryWriter.add_hparams`` creates) with its hyper-parameters and final metrics;
+- the resolved config as text and, at the end, the figures registered for the task
+  (``test/reliability``, ``test/confusion_matrix``...), also saved as ``plots/test_<name>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+#: overrides that are not hyper-parameters (where the run was written, how it was shown).
+_NOT_HPARAMS = re.compile(r"^(hydra\..*|hydra/.*|paths\..*|trainer\.(progress|log_every|threads|resume))$")
+
+
+class RunLogger:
+    """TensorBoard + ``history.jsonl`` for one run directory (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, config_yaml: str, resume_step: int | None = None, start_epoch: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+        self.history_path = run_dir / "history.jsonl"
+        self._layout_written = False
+        if start_epoch > 0 and self.history_path.exists():
+            kept = [line for line in self.history_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["epoch"] < start_epoch]
+            self.history_path.write_text("".join(line + "\n" for line in kept))
+        elif self.history_path.exists():
+            self.history_path.unlink()
+        if resume_step is None:
+            self.writer.add_text("config", "```yaml\n" + config_yaml + "\n```", 0)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for name, value in values.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(name, value, step)
+
+    def epoch(self, epoch: int, step: int, values: dict[str, float]) -> None:
+        """Per-epoch numbers to TensorBoard and one line of ``history.jsonl``."""
+        self.scalars(values, step)
+        if not self._layout_written:
+            # Written as soon as the validation metric names are known, so a run in progress
+            # already has its charts; the same layout of every run is merged by TensorBoard.
+            self.writer._get_file_writer().add_summary(_custom_scalars(scalars_layout(values)))
+            self._layout_written = True
+        record = {"epoch": epoch, "step": step, "time": time.time(), **values}
+        with self.history_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.writer.flush()
+
+    def finish(self, cfg, metrics: dict[str, float], outputs: dict, task, step: int) -> None:
+        """End of the run: final metrics, HPARAMS, figures (test split) and ``task.json``.
+
+        ``metrics`` are ``metrics.json``'s numbers. ``val/*`` already has its per-epoch curve,
+        so the final (best checkpoint) values go only to ``final/val/*``: a second point at
+        the last step would make the curve jump back to the best epoch. Test (and partial
+        tasks' train) metrics go to ``test/*`` and ``final/*`` alike.
+        """
+        from softloss_cli.train.figures import task_figures
+
+        self.scalars({k: v for k, v in metrics.items() if not k.startswith("val/")}, step)
+        self.scalars({f"final/{k}": v for k, v in metrics.items()}, step)
+        self.hparams(cfg, metrics)
+        figures = task_figures(outputs["test"], task)
+        if figures:
+            plots = self.run_dir / "plots"
+            plots.mkdir(parents=True, exist_ok=True)
+            for name, fig in figures.items():
+                fig.savefig(plots / f"test_{name}.png", dpi=100)
+                self.writer.add_figure(f"test/{name}", fig, step, close=True)
+        write_task(self.run_dir / "task.json", task)
+        self.writer.flush()
+
+    def hparams(self, cfg, metrics: dict[str, float]) -> None:
+        """The HPARAMS tab's experiment, session-start and session-end summaries, in this run.
+
+        Hyper-parameters: see ``hparam_values``; metrics: every ``final/*`` scalar (the
+        values the tab shows are read from those scalars of the same run).
+        """
+        from torch.utils.tensorboard.summary import hparams
+
+        values = hparam_values(cfg, _run_overrides(self.run_dir), _run_choices())
+        metric_tags = {f"final/{k}": v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+        writer = self.writer._get_file_writer()
+        for summary in hparams(values, metric_tags):
+            writer.add_summary(summary)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# --------------------------------------------------------------------------- layout and hparams
+
+
+def scalars_layout(values: dict[str, float]) -> dict:
+    """Custom-scalars layout for a run whose per-epoch values are ``values``.
+
+    Category "headline": for each headline metric of the task kind (``report.HEADLINE``,
+    the kind inferred from the metric names) that the run validates, one multiline chart
+    of ``train/``, ``val/`` and ``test/`` (tags are regular expressions). Category
+    "training": the step and epoch losses, the learning rate and the throughput.
+    """
+    from softloss_cli.report import headline_metrics, infer_kind
+
+    names = [n for n in values if n.startswith("val/")]
+    bare = {n.split("/", 1)[1] for n in names}
+    wanted = [m for m in headline_metrics(infer_kind(names)) if m in bare]
+    wanted = wanted or sorted(bare)[:4]
+    headline = {m: ["Multiline", [rf"^(train|val|test)/{re.escape(m)}$"]] for m in wanted}
+    training = {
+        "loss": ["Multiline", [r"^train/(loss|epoch_loss)$"]],
+        "learning rate": ["Multiline", [r"^train/lr$"]],
+        "images per second": ["Multiline", [r"^train/images_per_s$"]],
+    }
+    return {"headline (train / val / test)": headline, "training": training}
+
+
+def _custom_scalars(layout: dict):
+    from torch.utils.tensorboard.summary import custom_scalars
+
+    return custom_scalars(layout)
+
+
+def hparam_values(cfg, overrides: list[str], choices: dict | None = None) -> dict[str, float | str]:
+    """The run's hyper-parameters as TensorBoard accepts them (numbers or strings).
+
+    The same keys for every run, so that the runs of a sweep share the tab's columns:
+    the group choices (``data``, ``model``, ``loss``, ``optim``, ``sched``), ``seed``,
+    ``optim.lr``, ``optim.weight_decay``, ``data.batch_size``, ``trainer.epochs``,
+    ``trainer.precision`` and every scalar ``loss.*`` knob; then every override of the
+    command line (``key=value``, Hydra's and ``paths.*`` left out). Numbers stay numbers;
+    None, booleans and lists become strings (``null``, ``true``, ``[32, 64]``).
+    """
+    from omegaconf import OmegaConf
+
+    choices = dict(choices or {})
+    container = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    values: dict[str, float | str] = {}
+
+    def target_name(node) -> str:
+        target = (node or {}).get("_target_", "") if isinstance(node, dict) else ""
+        return str(target).rsplit(".", 1)[-1] or "-"
+
+    for group in ("data", "model", "loss", "optim", "sched"):
+        node = container.get(group)
+        fallback = node.get("name") if group == "data" and isinstance(node, dict) and "name" in node else target_name(node)
+        values[group] = _hparam(choices.get(group) or fallback)
+    values["seed"] = _hparam(container.get("seed"))
+    for path in ("optim.lr", "optim.weight_decay", "data.batch_size", "trainer.epochs", "trainer.precision"):
+        node = container
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            values[path] = _hparam(node)
+    for key, value in (container.get("loss") or {}).items():
+        if key != "_target_" and not isinstance(value, (dict, list)):
+            values[f"loss.{key}"] = _hparam(value)
+    for item in overrides:
+        key, sep, raw = str(item).partition("=")
+        key = key.lstrip("+~")
+        if sep and not _NOT_HPARAMS.match(key) and key not in values:
+            values[key] = _hparam(raw, parse=True)
+    return values
+
+
+def _hparam(value, parse: bool = False) -> float | str:
+    if parse:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        return number if math.isfinite(number) else str(value)
+    if isinstance(value, bool) or value is None:
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return str(value)
+
+
+def _run_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides of the running job (Hydra's), or of ``.hydra/overrides.yaml``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return list(HydraConfig.get().overrides.task)
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if path.exists():
+        import yaml
+
+        return list(yaml.safe_load(path.read_text()) or [])
+    return []
+
+
+def _run_choices() -> dict:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    except ImportError:  # pragma: no cover
+        pass
+    return {}
+
+
+def write_task(path: Path, task) -> None:
+    """``task.json``: the task the run trained on (read by ``softloss report``)."""
+    record = {"kind": task.kind, "eval_kind": task.eval_kind, "num_classes": task.num_classes,
+              "class_names": list(task.class_names),
+              "label_values": list(task.label_values) if task.label_values is not None else None}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+class Progress:
+    """A rich progress bar per epoch on a terminal, plain lines otherwise (or nothing)."""
+
+    def __init__(self, mode: str = "auto"):
+        if mode not in ("auto", "rich", "plain", "none"):
+            raise ValueError(f"trainer.progress must be auto, rich, plain or none, got {mode!r}")
+        if mode == "auto":
+            mode = "rich" if sys.stdout.isatty() else "plain"
+        self.mode = mode
+        self._bar = None
+
+    def start_epoch(self, epoch: int, num_epochs: int, steps: int) -> None:
+        self.t0 = time.perf_counter()
+        self.epoch, self.num_epochs = epoch, num_epochs
+        if self.mode == "rich":
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn(f"epoch {epoch + 1}/{num_epochs}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=steps, info="")
+
+    def update(self, step_in_epoch: int, loss: float, images_per_s: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step_in_epoch, info=f"loss {loss:.4f}  {images_per_s:,.0f} img/s")
+
+    def end_epoch(self, summary: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self.mode == "none":
+            return
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in summary.items())
+        print(f"epoch {self.epoch + 1}/{self.num_epochs}  {shown}  ({time.perf_counter() - self.t0:.1f}s)", flush=True)

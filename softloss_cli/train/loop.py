@@ -1,0 +1,270 @@
+"""The training loop, top to bottom: set up, train an epoch, validate, checkpoint, log;
+then evaluate the best checkpoint on val and test and write the run's files."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from softloss_cli.compat import check_loss_task
+from softloss_cli.data import build_data
+from softloss_cli.data.loaders import EpochLoader
+from softloss_cli.errors import DivergedError, SoftlossError
+from softloss_cli.metrics import compute_metrics, lower_is_better
+from softloss_cli.train import checkpoint as ckpt
+from softloss_cli.train import distributed
+from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
+from softloss_cli.train.logger import Progress, RunLogger
+from softloss_cli.train.precision import Precision, resolve_precision
+
+DEFAULT_MONITOR = {"multiclass": "val/accuracy", "ordinal": "val/accuracy", "multilabel": "val/map"}
+
+
+def build_setup(cfg: DictConfig, device: torch.device):
+    """Data, loss and model from the config, checked against each other (no training)."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data = build_data(data_cfg, cfg.paths.data_root)
+    loss_fn = instantiate(cfg.loss)
+    check_loss_task(loss_fn, data.task, data_cfg["name"], cfg.model.get("heads", "one"))
+    if hasattr(loss_fn, "bind_task"):  # e.g. ordinal losses read the dataset's label values
+        try:
+            loss_fn.bind_task(data.task)
+        except ValueError as exc:
+            raise SoftlossError(f"loss does not fit data={data_cfg['name']}: {exc}") from exc
+    model = instantiate(cfg.model, input_shape=list(data.input_shape), num_classes=data.task.num_classes)
+    return data, loss_fn, model.to(device)
+
+
+def make_loader(cfg, data, split: str, device, shuffle=False, rank=0, world_size=1) -> EpochLoader:
+    """A training loader when ``shuffle`` (this rank's share of the global ``data.batch_size``,
+    last incomplete batch dropped, augmentation as configured); else an evaluation loader over
+    the whole split (or this rank's in-order shard) in stored order."""
+    train = shuffle
+    return EpochLoader(
+        data.split(split),
+        batch_size=cfg.data.batch_size // world_size if train else cfg.data.eval_batch_size,
+        device=device, mean=data.mean, std=data.std, shuffle=shuffle,
+        drop_last=train and len(data.split(split)) > cfg.data.batch_size,
+        augment=train and bool(cfg.data.augment) and data.augment_ok,
+        seed=cfg.seed, rank=rank, world_size=world_size, num_workers=cfg.data.num_workers,
+    )
+
+
+def evaluate(model, loader, loss_fn, precision, split_name, task, channels_last, reference=None, dist=None):
+    """Metrics ``{split}/{name}`` for one split, plus the raw outputs (for predictions/ and test).
+    Under DDP (``dist``) the loader holds this rank's shard and the metrics are the whole split's."""
+    outputs = to_eval_outputs(predict(model, loader, precision, channels_last, dist), loss_fn, loader.split)
+    with metric_threads(outputs):
+        metrics = compute_metrics(outputs, task, reference)
+    return {f"{split_name}/{k}": v for k, v in metrics.items()}, outputs
+
+
+def is_improvement(value: float, best: float | None, name: str) -> bool:
+    if best is None:
+        return True
+    return value < best if lower_is_better(name) else value > best
+
+
+def compile_backend(value) -> str:
+    """``trainer.compile``: true = inductor (the default, fastest), or a backend by name
+    (``aot_eager`` traces like inductor but runs eager kernels: no C++ build, a quick check)."""
+    if value is True:
+        return "inductor"
+    if str(value) not in torch._dynamo.list_backends(exclude_tags=()):
+        raise SoftlossError(f"trainer.compile must be true, false or a torch.compile backend "
+                            f"(inductor, aot_eager, eager, cudagraphs...), got {value!r}")
+    return str(value)
+
+
+def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Train as ``cfg`` says, in ``run_dir``; return the final metrics (also in metrics.json)."""
+    t = cfg.trainer
+    if t.get("threads"):
+        torch.set_num_threads(int(t.threads))
+    backend = compile_backend(t.compile) if t.compile else None  # checked before any work
+    dist = distributed.setup(t.get("strategy", "single"), t.device)
+    device = dist.device
+    # Rank 0's run dir for every rank: one set of outputs even if ${now:} resolved a second apart.
+    run_dir = Path(dist.all_objects(str(run_dir))[0])
+    precision = Precision(resolve_precision(t.precision, device), device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not t.get("deterministic", False)
+    ckpt.seed_everything(cfg.seed)
+    data, loss_fn, model = build_setup(cfg, device)
+    task = data.task
+    if t.get("sync_bn"):
+        model = dist.sync_bn(model)
+    channels_last = (t.channels_last == "auto" and device.type == "cuda" and len(data.input_shape) == 3) or t.channels_last is True
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    dist.per_rank_batch(cfg.data.batch_size)  # refuses a global batch that does not split evenly
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
+    train_loader = make_loader(cfg, data, "train", device, shuffle=True, **shard)
+    val_loader = make_loader(cfg, data, "val", device, **shard)
+    optimizer = instantiate(cfg.optim, params=model.parameters())
+    steps_per_epoch = len(train_loader)
+    scheduler = instantiate(cfg.sched, optimizer=optimizer, total_steps=t.epochs * steps_per_epoch)
+    monitor = DEFAULT_MONITOR.get(task.eval_kind, "val/accuracy") if t.monitor == "auto" else t.monitor
+
+    ckpt_dir = run_dir / "checkpoints"
+    start_epoch, step, best = 0, 0, None
+    val_cache = {}  # the val (metrics, outputs) of best.pt and last.pt, if computed here: not computed twice
+    if t.resume:
+        if not (ckpt_dir / "last.pt").exists():
+            raise SoftlossError(f"trainer.resume=true but {ckpt_dir / 'last.pt'} does not exist; pass hydra.run.dir=<the run to resume>")
+        state = ckpt.load(ckpt_dir / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        precision.scaler.load_state_dict(state["scaler"])
+        ranks = state.get("rng_ranks", [])
+        ckpt.set_rng_state(ranks[dist.rank] if len(ranks) == dist.world_size else state["rng"])
+        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+    elif dist.rank:
+        torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)  # own dropout/noise draws; DDP syncs the weights
+    # DDP trains through a wrapper; compiled after loading weights (as timm does), around the DDP
+    # wrapper (so its buckets follow the graph). Checkpoints keep the plain module's keys.
+    train_model = dist.wrap(model)
+    if backend:
+        train_model = torch.compile(train_model, backend=backend)
+
+    if dist.is_main:
+        logger = RunLogger(run_dir, OmegaConf.to_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch)
+    else:
+        logger = distributed.NullLogger()
+    progress = Progress(t.progress if dist.is_main else "none")
+    log_every = max(1, int(t.log_every))
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            loss_fn.on_epoch_start(epoch, t.epochs)
+            if hasattr(model, "on_epoch_start"):
+                model.on_epoch_start(epoch, t.epochs)
+            train_loader.set_epoch(epoch)
+            train_model.train()
+            progress.start_epoch(epoch, t.epochs, steps_per_epoch)
+            epoch_t0, seen = time.perf_counter(), 0
+            loss_sum = torch.zeros((), device=device)
+            window_sum, window_n = torch.zeros((), device=device), 0
+            nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+            for i, batch in enumerate(train_loader):
+                x = batch.inputs.contiguous(memory_format=torch.channels_last) if channels_last else batch.inputs
+                with precision.autocast():
+                    out = as_outputs(train_model(x))
+                loss = loss_fn(out.pop("logits"), batch.targets, **out)
+                optimizer.zero_grad(set_to_none=True)
+                precision.scaler.scale(loss).backward()
+                if t.grad_clip:
+                    precision.scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                precision.scaler.step(optimizer)
+                precision.scaler.update()
+                scheduler.step()
+                step += 1
+                seen += len(batch.targets)
+                detached = loss.detach()
+                nonfinite |= ~torch.isfinite(detached)
+                loss_sum += detached
+                window_sum += detached
+                window_n += 1
+                # The only host syncs of the step loop: every log_every steps and at the epoch's end;
+                # under DDP one all-reduce there, so that all ranks see the same loss and stop together.
+                if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
+                    window_loss, diverged = dist.mean(torch.stack([window_sum / window_n, nonfinite.float()])).tolist()
+                    if diverged:
+                        raise DivergedError(
+                            f"non-finite loss at epoch {epoch + 1}, step {step}; the last good checkpoint is "
+                            f"{ckpt_dir / 'last.pt' if epoch > 0 else 'none (first epoch)'}"
+                        )
+                    parts = {f"train/{k}": v.item() for k, v in loss_fn.last_parts.items() if v.ndim == 0}
+                    logger.scalars({"train/loss": window_loss, "train/lr": optimizer.param_groups[0]["lr"], **parts}, step)
+                    progress.update(i + 1, window_loss, seen * dist.world_size / (time.perf_counter() - epoch_t0))
+                    window_sum.zero_()
+                    window_n = 0
+
+            train_loss = dist.mean(loss_sum / steps_per_epoch).item()
+            dist.sync_buffers(model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
+            val_metrics, val_out = evaluate(model, val_loader, loss_fn, precision, "val", task, channels_last, dist=dist)
+            epoch_time = time.perf_counter() - epoch_t0
+            images_per_s = seen * dist.world_size / epoch_time
+            values = {"train/epoch_loss": train_loss, "train/images_per_s": images_per_s, **val_metrics}
+            logger.epoch(epoch, step, values)
+            if monitor not in val_metrics:
+                raise SoftlossError(f"trainer.monitor={monitor} is not a validation metric; choose one of: {', '.join(sorted(val_metrics))}")
+            improved = is_improvement(val_metrics[monitor], best, monitor)
+            val_cache["last"] = (val_metrics, val_out)
+            if improved:
+                best = val_metrics[monitor]
+                val_cache["best"] = val_cache["last"]
+            rng = dist.all_objects(ckpt.rng_state())  # every rank's generators: a resumed run draws on as before
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": precision.scaler.state_dict(), "rng": rng[0], "epoch": epoch, "step": step,
+                "best": best, "monitor": monitor, **({"rng_ranks": rng} if dist.distributed else {}),
+            }
+            if dist.is_main:
+                if improved:
+                    ckpt.save_atomic({"model": state["model"], "epoch": epoch, "monitor": monitor, "best": best}, ckpt_dir / "best.pt")
+                ckpt.save_atomic(state, ckpt_dir / "last.pt")
+            progress.end_epoch({"loss": train_loss, monitor: val_metrics[monitor], "img/s": images_per_s})
+
+        dist.barrier()  # rank 0 has written the checkpoints the final evaluation reads
+        which = cfg.get("eval", {}).get("checkpoint", "best")
+        metrics, outputs = final_evaluation(cfg, data, model, loss_fn, precision, run_dir, channels_last, device,
+                                            dist=dist, val_cache=val_cache.get(which))
+        logger.finish(cfg, metrics, outputs, data.task, step)
+        dist.close()
+        return metrics
+    finally:
+        logger.close()
+
+
+def final_evaluation(cfg, data, model, loss_fn, precision, run_dir: Path, channels_last, device,
+                     dist=None, val_cache=None):
+    """Best checkpoint on val and test: ``metrics.json`` and ``predictions/{val,test}.npz``.
+
+    For a partial task (negative labels) the training split is scored too, against its
+    partial targets (``train/neg_violation_rate``...). ``val_cache``: the (metrics, outputs)
+    the loop already computed on val with these very weights; they are reused instead of a
+    second pass (on the CPU a pass gives the same bits, so a resumed run that recomputes
+    them ends identical). Under DDP (``dist``) every rank evaluates its shard and only rank 0
+    writes. Returns (metrics, {split: EvalOutputs}).
+    """
+    dist = dist or distributed.DistEnv("single", device)
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
+    which = cfg.get("eval", {}).get("checkpoint", "best")
+    state = ckpt.load(run_dir / "checkpoints" / f"{which}.pt", map_location=device)
+    model.load_state_dict(state["model"])
+    if val_cache is None:
+        val_cache = evaluate(model, make_loader(cfg, data, "val", device, **shard), loss_fn, precision, "val",
+                             data.task, channels_last, dist=dist)
+    val_metrics, val_out = val_cache
+    test_metrics, test_out = evaluate(model, make_loader(cfg, data, "test", device, **shard), loss_fn, precision, "test",
+                                      data.task, channels_last, reference=val_out, dist=dist)
+    metrics = {**val_metrics, **test_metrics}
+    if data.task.kind == "partial":
+        train_out = to_eval_outputs(predict(model, make_loader(cfg, data, "train", device, **shard), precision,
+                                            channels_last, dist), loss_fn, data.train)
+        metrics.update({f"train/{k}": v for k, v in compute_metrics(train_out, data.task, kind="partial").items()})
+    if dist.is_main:
+        write_predictions(run_dir / "predictions", {"val": val_out, "test": test_out})
+        tmp = run_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        tmp.replace(run_dir / "metrics.json")
+    return metrics, {"val": val_out, "test": test_out}
+
+
+def write_predictions(folder: Path, outputs: dict) -> None:
+    """``{split}.npz`` with ``logits`` (float32 [N, C], as seen by the loss's activation),
+    ``targets``, and every auxiliary output (``aux_logits``...) under its own name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, out in outputs.items():
+        arrays = {"logits": out.logits.numpy().astype(np.float32), "targets": out.targets.numpy()}
+        arrays.update({k: v.numpy() for k, v in out.aux.items()})
+        np.savez_compressed(folder / f"{split}.npz", **arrays)

@@ -1,0 +1,80 @@
+"""The benchmarks run (tiny sizes): the bare loop trains exactly what the runner trains, every
+section produces its table, and the GPU benchmark's code path works on the CPU, so none of
+it rots on machines where nobody runs ``make bench``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import gpu  # noqa: E402
+import loss_cost  # noqa: E402
+import metrics_scale  # noqa: E402
+import overhead  # noqa: E402
+
+RUN_ALL = [sys.executable, str(REPO / "benchmarks" / "run_all.py")]
+
+
+@pytest.mark.slow
+def test_bare_loop_trains_what_the_runner_trains(data_root):
+    """Same tensors, init, order, optimiser and schedule: the same validation accuracy, so the
+    overhead ratio compares equal work."""
+    m = overhead.measure({**overhead.CPU, **overhead.QUICK}, 1, data_root)
+    pair = m["pairs"][0]
+    assert m["same_result"], pair
+    assert 0 < pair["bare_val_acc"] < 1 and pair["bare_s"] > 0 and pair["runner_s"] > 0
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_the_report(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    proc = subprocess.run([*RUN_ALL, "--quick", "--only", "startup,loss,gpu", "--gpu", "off", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    for heading in ("# softloss benchmarks", "## Targets at a glance", "## Start-up", "## Loss cost", "## GPU path"):
+        assert heading in text
+    assert "| torch |" in text and "| commit |" in text and "| cpu |" in text
+    assert "Not measured in this session" in text  # no GPU figure is ever made up
+    assert "`softloss train loss=nope`" in text and "`ce`" in text
+
+
+def test_run_all_refuses_fewer_than_five_repeats_and_unknown_sections():
+    proc = subprocess.run([*RUN_ALL, "--repeats", "3"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "error: --repeats must be at least 5 (figures are medians of at least 5 repeats)")
+    proc = subprocess.run([*RUN_ALL, "--only", "startup,warp"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "error: unknown section(s) warp; choose from startup, loss, metrics, overhead, gpu")
+
+
+def test_loss_cost_covers_every_shipped_loss():
+    losses = loss_cost.loss_choices()
+    shipped = {p.stem for p in (REPO / "softloss_cli" / "configs" / "loss").glob("*.yaml")}
+    assert shipped <= set(losses) and "ce" in losses
+    results = loss_cost.measure("cpu", repeats=5, classes=(7,), batch=32, names={"ce"})
+    assert results["ce"][7]["ratio"] > 0
+
+
+@pytest.mark.parametrize("case", sorted(metrics_scale.CASES))
+def test_metrics_scale_cases_run(case):
+    result = metrics_scale.one(case, repeats=1, quick=True)
+    assert "error" not in result, result
+    assert result["seconds"] >= 0 and result["scores_mb"] > 0 and result["n"] == metrics_scale.QUICK_N
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_code_runs_on_the_cpu(tmp_path):
+    m = gpu.measure("cpu", quick=True, settings=gpu.SETTINGS[:1], data_root=tmp_path)
+    row = m["rows"][0]
+    assert "error" not in row, row
+    assert row["runner"] > 0 and row["bare"] > 0 and len(row["runner_epochs"]) == gpu.QUICK["epochs"]
+    text = gpu.render(m)
+    assert "Best setting: fp32" in text and "Waiting for data" in text

@@ -1,0 +1,241 @@
+"""Sweeps that survive failures: status.json per job, sweep.json, the failed-jobs summary and
+exit code, the launcher and hparams_search configs, and the done-criterion sweep (two
+losses x two seeds with the joblib launcher, one job forced to fail) down to its report."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY
+
+from softloss_cli import catalog, cli, sweep
+from softloss_cli.errors import DivergedError, SoftlossError
+from softloss_cli.experiment import failure_reason
+from softloss_cli.metrics import lower_is_better
+from softloss_cli.run_status import RunStatus, read_status
+
+LAUNCHERS = catalog.CONFIG_DIR / "hydra" / "launcher"
+# The CLI silences Hydra's schema-matching notice for our launcher files (experiment.py); pytest
+# resets warning filters per test, so the compose tests say the same here.
+SCHEMA_NOTICE = r"ignore:\s*'hydra/launcher/\w+' is validated against ConfigStore schema:UserWarning"
+
+
+# --------------------------------------------------------------------------- status.json and sweep.json
+
+
+def test_run_status_is_written_at_start_and_at_the_end(tmp_path):
+    status = RunStatus(tmp_path / "run", ["loss=ce", "seed=1"])
+    first = read_status(tmp_path / "run")
+    assert first["status"] == "running" and first["end"] is None and first["overrides"] == ["loss=ce", "seed=1"]
+    status.finish("diverged", "non-finite loss at epoch 2, step 8")
+    final = read_status(tmp_path / "run")
+    assert final["status"] == "diverged" and final["reason"] == "non-finite loss at epoch 2, step 8"
+    assert final["wall_s"] >= 0 and final["start"] <= final["end"]
+    assert not (tmp_path / "run" / "status.json.tmp").exists()
+    with pytest.raises(ValueError, match="status must be one of"):
+        status.finish("exploded")
+    assert read_status(tmp_path / "nowhere") is None
+
+
+def _job(folder: Path, overrides: list[str], status: dict | None) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if status is not None:
+        (folder / "status.json").write_text(json.dumps(status))
+
+
+def test_summarize_sweep_orders_jobs_and_explains_missing_outcomes(tmp_path):
+    _job(tmp_path / "10", ["seed=10"], {"status": "ok", "wall_s": 2.0})
+    _job(tmp_path / "9", ["seed=9"], {"status": "running"})
+    _job(tmp_path / "2", ["seed=2"], None)
+    summary = sweep.summarize_sweep(tmp_path)
+    assert [j["job"] for j in summary["jobs"]] == ["2", "9", "10"]
+    assert summary["counts"] == {"failed": 1, "running": 1, "ok": 1}
+    by_job = {j["job"]: j for j in summary["jobs"]}
+    assert by_job["2"]["reason"] == "no status.json (the job never started)"
+    assert "without recording an outcome" in by_job["9"]["reason"]
+    assert by_job["10"]["overrides"] == ["seed=10"] and by_job["10"]["wall_s"] == 2.0
+
+
+def test_failure_reasons_are_one_line():
+    from hydra.errors import InstantiationException
+
+    try:
+        try:
+            raise ValueError("Invalid learning rate: -1")
+        except ValueError as cause:
+            raise InstantiationException("Error in call to target 'torch.optim.sgd.SGD':\nValueError(...)") from cause
+    except InstantiationException as exc:
+        assert failure_reason(exc) == "invalid config (torch.optim.sgd.SGD): Invalid learning rate: -1"
+    assert failure_reason(SoftlossError("data.root /x does not exist")) == "data.root /x does not exist"
+    assert failure_reason(DivergedError("non-finite loss")) == "non-finite loss"
+    assert failure_reason(RuntimeError("CUDA out of memory.\nTried to allocate")) == "RuntimeError: CUDA out of memory."
+
+
+# --------------------------------------------------------------------------- launcher and hparams_search configs
+
+
+def _fields(conf) -> set[str]:
+    return {f.name for f in dataclasses.fields(conf)}
+
+
+@pytest.mark.filterwarnings(SCHEMA_NOTICE)
+def test_joblib_launcher_config_is_ours_complete_and_instantiates(compose_cfg):
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+    own = yaml.safe_load((LAUNCHERS / "joblib.yaml").read_text())
+    # Every key the plugin reads is in our file, so it works without Hydra's schema matching.
+    assert set(own) == _fields(JobLibLauncherConf)
+    cfg = compose_cfg(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == JobLibLauncherConf._target_
+    assert cfg.hydra.launcher.n_jobs == 3 and own["n_jobs"] == 2
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "JoblibLauncher" and launcher.joblib["n_jobs"] == 3
+
+
+@pytest.mark.filterwarnings(SCHEMA_NOTICE)
+@pytest.mark.parametrize("name", ["submitit_local", "submitit_slurm"])
+def test_submitit_launcher_configs_are_complete(compose_cfg, name):
+    config = pytest.importorskip("hydra_plugins.hydra_submitit_launcher.config")
+    schema = {"submitit_local": config.LocalQueueConf, "submitit_slurm": config.SlurmQueueConf}[name]
+    own = yaml.safe_load((LAUNCHERS / f"{name}.yaml").read_text())
+    assert set(own) == _fields(schema)
+    cfg = compose_cfg([f"hydra/launcher={name}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == schema._target_
+    assert cfg.hydra.launcher.submitit_folder.endswith("/.submitit/%j")
+    if name == "submitit_slurm":
+        assert {"partition", "timeout_min", "gpus_per_node", "account"} <= set(own)
+
+
+def test_missing_launcher_or_sweeper_extra_is_one_line(monkeypatch):
+    monkeypatch.setattr(cli, "_module_exists", lambda name: False)
+    with pytest.raises(SoftlossError) as info:
+        cli.check_choices(["hydra/launcher=submitit_slurm"])
+    assert str(info.value) == ("hydra/launcher=submitit_slurm needs the 'submitit' extra: "
+                               "pip install 'softloss-cli[submitit]'")
+    with pytest.raises(SoftlossError) as info:
+        cli.check_choices(["-m", "hparams_search=optuna"])
+    assert str(info.value) == ("hparams_search=optuna needs the 'optuna' extra (hydra/sweeper=optuna): "
+                               "pip install 'softloss-cli[optuna]'")
+    with pytest.raises(SoftlossError, match=r"^unknown hparams_search 'nope'; choose one of: optuna, optuna_scale"):
+        cli.check_choices(["hparams_search=nope"])
+
+
+# optuna tunes CE's label_smoothing; optuna_scale the logit scale every softmax loss has.
+@pytest.mark.parametrize(("name", "loss"), [("optuna", "ce"), ("optuna_scale", "ce"), ("optuna_scale", "rps")])
+def test_hparams_search_presets_compose_and_name_a_consistent_metric(compose_cfg, name, loss):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    assert catalog.describe("hparams_search", name)
+    assert set(catalog.choices("hparams_search")) == {"optuna", "optuna_scale"}
+    cfg = compose_cfg([f"hparams_search={name}", f"loss={loss}"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.optimized_metric.startswith("val/")
+    assert sweeper.direction == ("minimize" if lower_is_better(cfg.optimized_metric) else "maximize")
+    assert "optim.lr" in sweeper.params and len(sweeper.params) == 2
+    for key in sweeper.params:  # every tuned key exists in the composed config (else no trial could start)
+        assert key.split(".")[0] in cfg and key.split(".")[1] in cfg[key.split(".")[0]], key
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _statuses(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/status.json")}
+
+
+@pytest.mark.slow
+def test_failed_and_diverged_jobs_are_recorded_and_the_sweep_goes_on(cli, tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    proc = cli("train", "-m", "optim.lr=0.05,-1,1e30", "data=fake", *TINY, f"paths.data_root={data_root}",
+               f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 1, proc.stderr
+    status = _statuses(sweep_dir)
+    assert {job: s["status"] for job, s in status.items()} == {"0": "ok", "1": "failed", "2": "diverged"}
+    assert status["1"]["reason"] == "invalid config (torch.optim.sgd.SGD): Invalid learning rate: -1"
+    assert status["2"]["reason"].startswith("non-finite loss at epoch 1, step ")
+    assert all(s["wall_s"] > 0 and s["end"] for s in status.values())
+    assert (sweep_dir / "0" / "metrics.json").is_file() and not (sweep_dir / "2" / "metrics.json").exists()
+    assert "Traceback" in (sweep_dir / "1" / "error.log").read_text()  # the full story, kept for the user
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert f"sweep: 1/3 jobs ok; results in {sweep_dir} (softloss report {sweep_dir})" in lines
+    assert any(line.startswith("  job 1 failed: invalid config (torch.optim.sgd.SGD)") for line in lines)
+    assert any(line.startswith("  job 2 diverged: non-finite loss") for line in lines)
+    summary = json.loads((sweep_dir / "sweep.json").read_text())
+    assert summary["counts"] == {"ok": 1, "failed": 1, "diverged": 1}
+    assert [j["overrides"][0] for j in summary["jobs"]] == ["optim.lr=0.05", "optim.lr=-1", "optim.lr=1e+30"]
+    assert "optim.lr=0.05,-1,1e30" in summary["overrides"]
+
+
+@pytest.mark.slow
+def test_done_criterion_joblib_sweep_with_one_forced_failure_and_its_report(cli, tmp_path, data_root):
+    """Two losses x two seeds with hydra/launcher=joblib; job 3 (rps, seed 1) is forced to fail
+    by a file where its checkpoints folder should go. Expect 3 good runs, 1 recorded failure,
+    exit 1, and a report whose numbers are the runs' own."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / "3").mkdir(parents=True)
+    (sweep_dir / "3" / "checkpoints").write_text("not a folder")
+    proc = cli("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "loss=ce,rps", "seed=0,1",
+               "data=ordinal_images", *TINY, f"paths.data_root={data_root}", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((sweep_dir / "sweep.json").read_text())
+    assert summary["counts"] == {"ok": 3, "failed": 1}
+    jobs = {j["job"]: j for j in summary["jobs"]}
+    assert jobs["3"]["overrides"][:2] == ["loss=rps", "seed=1"] and jobs["3"]["status"] == "failed"
+    assert jobs["3"]["reason"].startswith("FileExistsError: ")
+    assert "sweep: 3/4 jobs ok" in proc.stdout and "  job 3 failed: FileExistsError" in proc.stdout
+
+    ok_runs = [sweep_dir / j for j in ("0", "1", "2")]
+    for run in ok_runs:
+        ea = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+        ea.Reload()
+        assert {"train/loss", "val/accuracy", "test/mae", "final/test/accuracy"} <= set(ea.Tags()["scalars"])
+        assert len(ea.PluginTagToContent("hparams")) == 3 and "test/confusion_matrix" in ea.Tags()["images"]
+
+    report = cli("report", str(sweep_dir))
+    assert report.returncode == 0, report.stderr
+    metrics = {r.name: json.loads((r / "metrics.json").read_text()) for r in ok_runs}
+    rows = {r["group"]: r for r in csv.DictReader((sweep_dir / "report.csv").open())}
+    assert list(rows) == ["loss=ce", "loss=rps"]
+    assert (rows["loss=ce"]["runs_ok"], rows["loss=rps"]["runs_ok"], rows["loss=rps"]["runs_total"]) == ("2", "1", "2")
+    for name in ("test/accuracy", "test/mae", "test/rps"):
+        ce = [metrics["0"][name], metrics["1"][name]]
+        assert float(rows["loss=ce"][f"{name}_mean"]) == pytest.approx(statistics.fmean(ce), rel=1e-12)
+        assert float(rows["loss=ce"][f"{name}_std"]) == pytest.approx(statistics.stdev(ce), rel=1e-12)
+        assert float(rows["loss=rps"][f"{name}_mean"]) == metrics["2"][name]
+        assert rows["loss=rps"][f"{name}_std"] == "" and rows["loss=rps"][f"{name}_n"] == "1"
+    md = (sweep_dir / "report.md").read_text()
+    assert "| loss=ce | 2/2 |" in md and "| loss=rps | 1/2 |" in md
+    assert "`3` **failed**: FileExistsError" in md
+    assert (sweep_dir / "plots" / "bar_test_mae.png").is_file()
+    assert (sweep_dir / "plots" / "curve_val_accuracy.png").is_file()
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_its_trials_and_records_a_failed_trial(cli, tmp_path, data_root):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep_dir = tmp_path / "search"
+    # The search space lets a trial draw a learning rate that diverges: recorded, and the search goes on.
+    proc = cli("train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "data=fake", *TINY,
+               "hydra.sweeper.sampler.n_startup_trials=3", "optim.lr=choice(0.05,1e30)",
+               "hydra.sweeper.sampler.seed=0", f"paths.data_root={data_root}", f"hydra.sweep.dir={sweep_dir}")
+    status = _statuses(sweep_dir)
+    # The seeded sampler draws 1e30, 0.05, 1e30: two diverged trials, one good one.
+    assert sorted(s["status"] for s in status.values()) == ["diverged", "diverged", "ok"], proc.stdout
+    assert proc.returncode == 1 and "sweep: 1/3 jobs ok" in proc.stdout, proc.stderr
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert set(results["best_params"]) == {"optim.lr", "loss.label_smoothing"}
+    best = [json.loads((sweep_dir / j / "metrics.json").read_text())["val/accuracy"]
+            for j, s in status.items() if s["status"] == "ok"]
+    assert results["best_value"] == max(best)

@@ -1,0 +1,183 @@
+"""TensorBoard output of a run: scalars by split, the HPARAMS summaries in the run itself, the
+custom-scalars layout, and the end-of-run figures (reliability diagram, confusion matrix).
+
+The end-to-end test reads a real run's event file back with TensorBoard's EventAccumulator.
+"""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from matplotlib.colors import LogNorm  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
+
+from softloss_cli.metrics import EvalOutputs  # noqa: E402
+from softloss_cli.metrics.classification import ece  # noqa: E402
+from softloss_cli.plots import classification as plots  # noqa: E402
+from softloss_cli.tasks import Task  # noqa: E402
+from softloss_cli.train.figures import task_figures  # noqa: E402
+from softloss_cli.train.logger import hparam_values, scalars_layout  # noqa: E402
+
+
+def _outputs(n: int, c: int, seed: int = 0) -> EvalOutputs:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g) * 3
+    targets = torch.randint(0, c, (n,), generator=g)
+    return EvalOutputs(logits, targets, logits.softmax(-1))
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@pytest.mark.parametrize("c", [2, 7, 30])
+def test_confusion_counts_match_sklearn(c):
+    out = _outputs(300, c, seed=c)
+    pred = out.scores.argmax(1)
+    counts = plots.confusion_counts(pred, out.targets, c)
+    expected = confusion_matrix(out.targets.numpy(), pred.numpy(), labels=list(range(c)))
+    assert counts.tolist() == expected.tolist()
+
+
+def test_reliability_multilabel_matches_a_loop():
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(40, 6, generator=g)
+    scores[0, :3] = torch.tensor([0.0, 1.0, 2 / 15])  # edges: 0 in bin 0, 1 in the last, 2/15 right-inclusive
+    targets = (torch.rand(40, 6, generator=g) < scores).float()
+    mean, rate, count = plots.reliability_multilabel(scores, targets, n_bins=15)
+    for b in range(15):
+        lo, hi = b / 15, (b + 1) / 15
+        members = [(float(s), float(t)) for s, t in zip(scores.flatten().double(), targets.flatten())
+                   if (lo < s <= hi) or (b == 0 and s == 0)]
+        assert int(count[b]) == len(members)
+        if members:
+            assert float(mean[b]) == pytest.approx(sum(s for s, _ in members) / len(members), abs=1e-12)
+            assert float(rate[b]) == pytest.approx(sum(t for _, t in members) / len(members), abs=1e-12)
+        else:
+            assert torch.isnan(mean[b]) and torch.isnan(rate[b])
+    assert int(count.sum()) == scores.numel()
+
+
+def test_single_label_figures_reliability_and_log_scale_confusion():
+    out = _outputs(500, 30)
+    figures = task_figures(out, Task("ordinal", 30))
+    assert set(figures) >= {"reliability", "confusion_matrix"}
+    title = figures["reliability"].axes[0].get_title()
+    assert title == f"reliability (500 samples), ECE {ece(out.scores.double(), out.targets):.3f}"
+    image = figures["confusion_matrix"].axes[0].images[0]
+    assert isinstance(image.norm, LogNorm) and image.norm.vmin == 1.0
+    shown = image.get_array()
+    counts = plots.confusion_counts(out.scores.argmax(1), out.targets, 30)
+    assert (shown.filled(0) == counts.numpy()).all() and shown.mask[counts.numpy() == 0].all()
+    for fig in figures.values():
+        matplotlib.pyplot.close(fig)
+
+
+def test_confusion_matrix_only_up_to_50_classes_and_partial_uses_its_base_kind():
+    assert "confusion_matrix" in task_figures(_outputs(200, 50), Task("multiclass", 50))
+    assert "confusion_matrix" not in task_figures(_outputs(200, 51), Task("multiclass", 51))
+    partial = Task("partial", 10, base_kind="multiclass")
+    assert {"reliability", "confusion_matrix"} <= set(task_figures(_outputs(100, 10), partial))
+    matplotlib.pyplot.close("all")
+
+
+def test_multilabel_gets_a_per_label_reliability_diagram_and_no_confusion_matrix():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(64, 10, generator=g)
+    targets = (torch.rand(64, 10, generator=g) < 0.3).float()
+    figures = task_figures(EvalOutputs(scores.logit(), targets, scores), Task("multilabel", 10))
+    assert "reliability" in figures and "confusion_matrix" not in figures
+    assert figures["reliability"].axes[0].get_title().startswith("per-label reliability (64 samples)")
+    matplotlib.pyplot.close("all")
+
+
+# --------------------------------------------------------------------------- layout and hparams
+
+
+def test_custom_scalars_layout_follows_the_task_kind():
+    ordinal = scalars_layout({"val/accuracy": 0.1, "val/mae": 2.0, "val/rps": 0.1, "val/nll": 3.0,
+                              "train/epoch_loss": 1.0})
+    headline = ordinal["headline (train / val / test)"]
+    assert list(headline) == ["accuracy", "mae", "rps"]
+    assert headline["mae"] == ["Multiline", [r"^(train|val|test)/mae$"]]
+    multiclass = scalars_layout({"val/accuracy": 0.1, "val/nll": 3.0, "val/ece": 0.1})
+    assert list(multiclass["headline (train / val / test)"]) == ["accuracy", "nll", "ece"]
+    assert multiclass["training"]["loss"] == ["Multiline", [r"^train/(loss|epoch_loss)$"]]
+
+
+def test_hparam_values_keys_and_types(compose_cfg):
+    cfg = compose_cfg(["loss=ce", "optim.lr=0.1", "seed=3"])
+    overrides = ["loss=ce", "optim.lr=0.1", "seed=3", "data.tail=5", "paths.data_root=/x", "hydra.run.dir=/y",
+                 "trainer.progress=none", "+extra=abc"]
+    values = hparam_values(cfg, overrides, {"data": "ordinal_images", "loss": "ce", "model": "small_cnn",
+                                            "optim": "sgd", "sched": "cosine"})
+    assert values["loss"] == "ce" and values["data"] == "ordinal_images" and values["model"] == "small_cnn"
+    assert values["optim.lr"] == 0.1 and values["seed"] == 3.0 and values["trainer.epochs"] == float(cfg.trainer.epochs)
+    assert values["loss.penalty"] == "null" and values["loss.label_smoothing"] == 0.0
+    assert values["data.tail"] == 5.0 and values["extra"] == "abc"  # overrides, numbers parsed
+    assert not any(k.startswith(("paths", "hydra")) or k == "trainer.progress" for k in values)
+    assert all(isinstance(v, (float, str)) for v in values.values())
+    # without Hydra's choices (e.g. a library user), the _target_ class names stand in
+    plain = hparam_values(cfg, [])
+    assert plain["loss"] == "CrossEntropyLoss" and plain["model"] == "SmallCNN" and plain["data"] == "ordinal_images"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_run_event_file_holds_scalars_hparams_layout_and_images(tiny_train):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import metadata as cs_metadata
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    _, run = tiny_train("data=ordinal_images", "loss=ce", "trainer.epochs=2", "optim.lr=0.02")
+    metrics = json.loads((run / "metrics.json").read_text())
+    tb = run / "tb"
+    assert [p for p in tb.iterdir() if p.is_dir()] == []  # HPARAMS in the run itself, no add_hparams sub-run
+    ea = EventAccumulator(str(tb), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    ea.Reload()
+    tags = ea.Tags()
+
+    scalars = set(tags["scalars"])
+    assert {"train/loss", "train/lr", "train/epoch_loss", "val/accuracy", "val/mae", "test/accuracy",
+            "test/mae"} <= scalars
+    assert {f"final/{k}" for k in metrics} <= scalars
+    assert not any(k.startswith("final/") for k in metrics)
+    assert [e.step for e in ea.Scalars("val/accuracy")] == [e.step for e in ea.Scalars("train/epoch_loss")]
+    assert len(ea.Scalars("val/accuracy")) == 2  # one point per epoch: the final value is under final/
+    for name in ("val/accuracy", "test/mae", "test/qwk"):
+        (event,) = ea.Scalars(f"final/{name}")
+        assert event.value == pytest.approx(metrics[name], rel=1e-6)  # float32 in the event file
+
+    hp = ea.PluginTagToContent("hparams")
+    assert set(hp) == {hp_metadata.EXPERIMENT_TAG, hp_metadata.SESSION_START_INFO_TAG, hp_metadata.SESSION_END_INFO_TAG}
+    start = hp_metadata.parse_session_start_info_plugin_data(hp[hp_metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["loss"].string_value == "ce"
+    assert start.hparams["data"].string_value == "ordinal_images"
+    assert start.hparams["optim.lr"].number_value == pytest.approx(0.02)
+    assert start.hparams["trainer.epochs"].number_value == 2
+    assert start.hparams["data.train_size"].number_value == 256  # an override of the command line
+    experiment = hp_metadata.parse_experiment_plugin_data(hp[hp_metadata.EXPERIMENT_TAG])
+    assert {m.name.tag for m in experiment.metric_infos} == {f"final/{k}" for k in metrics}
+    assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
+    end = hp_metadata.parse_session_end_info_plugin_data(hp[hp_metadata.SESSION_END_INFO_TAG])
+    assert end.status == 1  # STATUS_SUCCESS
+
+    (layout_event,) = ea.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)
+    layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert charts["mae"] == [r"^(train|val|test)/mae$"] and "accuracy" in charts and "rps" in charts
+
+    assert {"test/reliability", "test/confusion_matrix"} <= set(tags["images"])  # + the scenario's own
+    for tag in tags["images"]:
+        (image,) = ea.Images(tag)
+        assert image.encoded_image_string[:4] == b"\x89PNG" and image.width > 100
+        assert (run / "plots" / f"test_{tag.split('/')[1]}.png").is_file()
+    assert json.loads((run / "task.json").read_text())["kind"] == "ordinal"
