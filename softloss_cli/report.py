@@ -254,7 +254,7 @@ class Report:
     common: dict[str, str]
     keys: list[str]
     best: dict[str, int]  # metric -> index of the best group
-    lower: dict[str, bool]
+    direction: dict[str, str]  # metric -> 'lower' | 'higher' | 'none' (descriptive, never marked best)
     roots: list[Path]
 
 
@@ -337,10 +337,10 @@ def select_metrics(spec: str | None, runs: list[Run], split: str) -> list[str]:
 
 
 def build_report(runs: list[Run], metrics: list[str], group_by: list[str] | None, roots: list[Path]) -> Report:
-    from softloss_cli.metrics import lower_is_better  # imports torch: only once there is a report to build
+    from softloss_cli.metrics import metric_direction  # imports torch: only once there is a report to build
 
     groups, common, keys = group_runs(runs, group_by)
-    lower = {m: lower_is_better(m) for m in metrics}
+    direction = {m: metric_direction(m) for m in metrics}
     best: dict[str, int] = {}
     for group in groups:
         for m in metrics:
@@ -350,10 +350,10 @@ def build_report(runs: list[Run], metrics: list[str], group_by: list[str] | None
     if len(groups) > 1:
         for m in metrics:
             scored = [(g.stats[m].mean, i) for i, g in enumerate(groups) if m in g.stats]
-            if len(scored) > 1:
-                best[m] = (min(scored) if lower[m] else max(scored, key=lambda t: (t[0], -t[1])))[1]
+            if len(scored) > 1 and direction[m] != "none":
+                best[m] = (min(scored) if direction[m] == "lower" else max(scored, key=lambda t: (t[0], -t[1])))[1]
     failed = [r for r in runs if not r.ok]
-    return Report(groups, metrics, failed, common, keys, best, lower, roots)
+    return Report(groups, metrics, failed, common, keys, best, direction, roots)
 
 
 # --------------------------------------------------------------------------- output
@@ -373,7 +373,7 @@ def cell(s: Stat | None) -> str:
 
 
 def _arrow(report: Report, m: str) -> str:
-    return "↓" if report.lower[m] else "↑"
+    return {"lower": "↓", "higher": "↑"}.get(report.direction[m], "")
 
 
 def _rel(path: Path, roots: list[Path]) -> str:
@@ -512,7 +512,8 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
         ax.invert_yaxis()  # first group on top, as in the table
         ax.margins(x=0.25)
         ax.set_xlabel(m)
-        ax.set_title(f"{m} ({'lower' if report.lower[m] else 'higher'} is better; bars: mean, whiskers: std)",
+        how = {"lower": "lower is better; ", "higher": "higher is better; "}.get(report.direction[m], "")
+        ax.set_title(f"{m} ({how}bars: mean, whiskers: std)",
                      fontsize="medium")
         path = folder / f"bar_{_slug(m)}.png"
         fig.savefig(path, dpi=100)

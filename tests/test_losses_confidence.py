@@ -167,6 +167,15 @@ def test_penalty_on_gate_logits_uses_the_aux_output_only():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_penalty_on_an_output_the_model_lacks_is_a_one_line_error():
+    from softloss_cli.errors import SoftlossError
+
+    loss_fn = CrossEntropyLoss(penalty="qq", penalty_on="gate_logits")
+    with pytest.raises(SoftlossError, match=r"^loss.penalty_on=gate_logits: the model gives no such output; "
+                                            r"this model's outputs: logits$"):
+        loss_fn(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+
+
 def test_penalty_on_gate_gradients_match_reference():
     torch.manual_seed(8)
     z = torch.randn(4, 3, requires_grad=True)

@@ -85,7 +85,7 @@ def test_groups_by_overrides_minus_seed_with_mean_std_n(sweep):
         assert s.std == pytest.approx(statistics.stdev(accs), abs=1e-15)
     # accuracy: higher is better (ce); mae: lower is better (rps); qwk ties: the first group
     assert rep.best == {"test/accuracy": 0, "test/mae": 1, "test/qwk": 0}
-    assert rep.lower == {"test/accuracy": False, "test/mae": True, "test/qwk": False}
+    assert rep.direction == {"test/accuracy": "higher", "test/mae": "lower", "test/qwk": "higher"}
     assert [r.path.name for r in rep.failed] == ["5"]
 
 

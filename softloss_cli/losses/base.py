@@ -96,6 +96,15 @@ class SoftmaxLoss(ClassificationLoss):
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         raise NotImplementedError
 
+    def _penalty_source(self, aux: dict) -> torch.Tensor:
+        if self.penalty_on not in aux:
+            from softloss_cli.errors import SoftlossError
+
+            given = ", ".join(["logits", *sorted(aux)])
+            raise SoftlossError(f"loss.penalty_on={self.penalty_on}: the model gives no such output; "
+                                f"this model's outputs: {given}")
+        return aux[self.penalty_on]
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         # float32 with autocast off: bf16/fp16 log-probabilities underflow and give inf/NaN.
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -105,7 +114,7 @@ class SoftmaxLoss(ClassificationLoss):
             parts = {"main": main.detach()}
             loss = main
             if self.penalty_fn is not None:
-                source = z if self.penalty_on == "logits" else aux32[self.penalty_on]
+                source = z if self.penalty_on == "logits" else self._penalty_source(aux32)
                 pen = reduce_loss(self.penalty_fn(torch.log_softmax(source, dim=-1)), self.reduction)
                 parts["penalty"] = pen.detach()
                 loss = loss + self.penalty_weight * pen

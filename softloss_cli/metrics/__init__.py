@@ -66,13 +66,26 @@ def compute_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None = 
 
 #: substrings of metric names where a lower value is better (everything else: higher).
 _LOWER_IS_BETTER = ("loss", "nll", "mae", "rps", "ece", "brier", "error", "entropy", "fpr", "gap",
-                    "violation", "set_size", "emd")
+                    "violation", "emd")
+#: substrings of descriptive metrics with no better direction: the realised Average-K set size
+#: is a target to hit (K), not to minimise; a threshold or a count of active scores describes.
+_NO_DIRECTION = ("set_size", "threshold", "mean_active")
+
+
+def metric_direction(name: str) -> str:
+    """``'lower'``, ``'higher'`` or ``'none'`` (descriptive: report never marks a best value)."""
+    bare = name.rsplit("/", 1)[-1]
+    if any(token in bare for token in _NO_DIRECTION):
+        return "none"
+    return "lower" if any(token in bare for token in _LOWER_IS_BETTER) else "higher"
 
 
 def lower_is_better(name: str) -> bool:
-    """Direction of a metric by its name (``test/mae`` -> True, ``val/accuracy`` -> False)."""
-    bare = name.rsplit("/", 1)[-1]
-    return any(token in bare for token in _LOWER_IS_BETTER)
+    """Direction of a metric by its name (``test/mae`` -> True, ``val/accuracy`` -> False).
+
+    Descriptive metrics (``metric_direction == 'none'``) count as higher-is-better here, which
+    only matters if a user monitors one for the best checkpoint."""
+    return metric_direction(name) == "lower"
 
 
 # Family modules register their metric groups on import (after metric_group exists).
@@ -80,4 +93,4 @@ from softloss_cli.registry import import_families  # noqa: E402
 
 import_families("softloss_cli.metrics", ("classification", "ordinal", "confidence", "multilabel", "average_k", "negative"))
 
-__all__ = ["EvalOutputs", "compute_metrics", "metric_group", "lower_is_better"]
+__all__ = ["EvalOutputs", "compute_metrics", "metric_group", "lower_is_better", "metric_direction"]
