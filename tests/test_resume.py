@@ -33,13 +33,16 @@ def _same_outputs(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-def test_one_epoch_then_resume_equals_two_epochs(tiny_train, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("data=ambiguous_images", "loss=two_head", "loss.threshold=running", "model.heads=two")],
+                         ids=["ce", "two_head_running_threshold"])
+def test_one_epoch_then_resume_equals_two_epochs(tiny_train, tmp_path, extra):
     # A constant learning rate: the 1-epoch run's schedule is then the 2-epoch run's first half.
-    straight, _ = tiny_train(*SMALL, "sched=constant", "trainer.epochs=2", run_dir=tmp_path / "straight")
+    # two_head with a running threshold carries state in the loss: the checkpoint must hold it.
+    straight, _ = tiny_train(*SMALL, *extra, "sched=constant", "trainer.epochs=2", run_dir=tmp_path / "straight")
     resumed_dir = tmp_path / "resumed"
-    tiny_train(*SMALL, "sched=constant", "trainer.epochs=1", run_dir=resumed_dir)
+    tiny_train(*SMALL, *extra, "sched=constant", "trainer.epochs=1", run_dir=resumed_dir)
     assert json.loads((resumed_dir / "history.jsonl").read_text())["epoch"] == 0
-    tiny_train(*SMALL, "sched=constant", "trainer.epochs=2", "trainer.resume=true", run_dir=resumed_dir)
+    tiny_train(*SMALL, *extra, "sched=constant", "trainer.epochs=2", "trainer.resume=true", run_dir=resumed_dir)
     _same_outputs(tmp_path / "straight", resumed_dir)
     assert len(list((resumed_dir / "tb").iterdir())) == 2  # one events file per launch
 

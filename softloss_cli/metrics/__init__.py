@@ -68,8 +68,9 @@ def compute_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None = 
 _LOWER_IS_BETTER = ("loss", "nll", "mae", "rps", "ece", "brier", "error", "entropy", "fpr", "gap",
                     "violation", "emd")
 #: substrings of descriptive metrics with no better direction: the realised Average-K set size
-#: is a target to hit (K), not to minimise; a threshold or a count of active scores describes.
-_NO_DIRECTION = ("set_size", "threshold", "mean_active")
+#: is a target to hit (K), not to minimise; a threshold, a count of active scores or of experts
+#: in use describes.
+_NO_DIRECTION = ("set_size", "threshold", "mean_active", "active_experts")
 
 
 def metric_direction(name: str) -> str:

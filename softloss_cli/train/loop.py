@@ -124,6 +124,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         precision.scaler.load_state_dict(state["scaler"])
+        if "loss" in state:  # a loss's running state (two_head's running threshold); older checkpoints lack it
+            loss_fn.load_state_dict(state["loss"])
         ranks = state.get("rng_ranks", [])
         ckpt.set_rng_state(ranks[dist.rank] if len(ranks) == dist.world_size else state["rng"])
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
@@ -205,7 +207,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             rng = dist.all_objects(ckpt.rng_state())  # every rank's generators: a resumed run draws on as before
             state = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": precision.scaler.state_dict(), "rng": rng[0], "epoch": epoch, "step": step,
+                "scaler": precision.scaler.state_dict(), "loss": loss_fn.state_dict(), "rng": rng[0],
+                "epoch": epoch, "step": step,
                 "best": best, "monitor": monitor, **({"rng_ranks": rng} if dist.distributed else {}),
             }
             if dist.is_main:
