@@ -7,6 +7,7 @@ it as one line and exits non-zero.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import traceback
@@ -120,7 +121,10 @@ def _task(cfg: DictConfig):
     status.finish("ok")
     from softloss_cli.summary import print_run_summary
 
-    print_run_summary(metrics, run_dir, compact=multirun, checkpoint=cfg.get("eval", {}).get("checkpoint", "best"))
+    task_file = run_dir / "task.json"
+    kind = json.loads(task_file.read_text()).get("eval_kind") if task_file.exists() else None
+    print_run_summary(metrics, run_dir, compact=multirun, checkpoint=cfg.get("eval", {}).get("checkpoint", "best"),
+                      kind=kind, data=cfg.data.get("name"))
     # An Optuna sweeper reads this return value; a failed job returns None, which the sweeper
     # records as a failed trial and goes on.
     return metrics[wanted] if wanted else None

@@ -225,3 +225,18 @@ def test_cli_report_bad_path_exit_2(cli, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"softloss: error: {tmp_path / 'nope'} does not exist: pass a run directory or a folder of runs "
         "(e.g. runs/multirun/...)"]
+
+
+def test_run_summary_keeps_to_headline_metrics_when_there_are_many(capsys, tmp_path):
+    from softloss_cli.summary import MAX_ROWS, print_run_summary, summary_names
+
+    few = {f"{s}/{n}": 0.5 for s in ("val", "test") for n in ("accuracy", "nll", "mae")}
+    assert summary_names(few, "ordinal") == ["accuracy", "mae", "nll"]
+    many = {**few, **{f"{s}/avgk_acc_k{k}_{i}": 0.1 for s in ("val", "test") for k in (1, 2) for i in range(MAX_ROWS)}}
+    assert summary_names(many, "multiclass") == ["accuracy", "nll"]  # ece, mean_max_prob absent
+    assert summary_names(many, "multiclass", "ambiguous_images") == ["accuracy"]
+    print_run_summary(many, tmp_path, kind="multiclass")
+    out = capsys.readouterr().out
+    assert "avgk_acc_k1_0" not in out and f"{2 * MAX_ROWS + 1} more metrics in" in out
+    print_run_summary(many, tmp_path, compact=True, kind="multiclass")
+    assert capsys.readouterr().out.startswith("done: accuracy 0.5000, nll 0.5000  ->")
