@@ -19,26 +19,21 @@ import math
 import os
 from pathlib import Path
 
+from softloss_cli.argparsing import command_parser
 from softloss_cli.errors import SoftlossError
 
 #: keys an eval override may set: the data, where data lives, and where/how the model runs.
 _ALLOWED = ("data", "paths", "trainer.device", "trainer.precision", "trainer.threads", "trainer.channels_last")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (through the CLI), instead of usage + message
-        raise SoftlossError(f"eval: {message} (softloss eval --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="softloss eval",
-        description="Evaluate a run's checkpoint again and print its metrics. Without overrides the numbers "
-                    "are those of the run's metrics.json; data overrides evaluate it on other data of the same task.",
-        epilog="examples:\n  softloss eval runs/ordinal_images-rps/2026-11-22_17-03-11\n"
-               "  softloss eval RUN --checkpoint last --split test --json\n"
-               "  softloss eval RUN data=image_folder data.root=/data/my_images data.image_size=32\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command_parser(
+        "eval",
+        "Evaluate a run's checkpoint again and print its metrics. Without overrides the numbers "
+        "are those of the run's metrics.json; data overrides evaluate it on other data of the same task.",
+        ["softloss eval runs/ordinal_images-rps/2026-11-22_17-03-11",
+         "softloss eval RUN --checkpoint last --split test --json",
+         "softloss eval RUN data=image_folder data.root=/data/my_images data.image_size=32"],
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds .hydra/ and checkpoints/)")
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE",

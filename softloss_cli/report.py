@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from softloss_cli.argparsing import command_parser
 from softloss_cli.errors import SoftlossError
 
 #: headline metrics per task kind (bare names, in column order): the report's default
@@ -564,19 +565,13 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- command
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (through the CLI), instead of usage + message
-        raise SoftlossError(f"report: {message} (softloss report --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="softloss report",
-        description="Compare finished runs: one row per group of runs (their overrides minus the seed), "
-                    "cells mean ± std (n), best per column in bold; writes report.csv, report.md and plots/.",
-        epilog="examples:\n  softloss report runs/multirun/2026-11-22_17-03-11\n"
-               "  softloss report runs --group-by loss --metrics accuracy,mae,'avgk_*'\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command_parser(
+        "report",
+        "Compare finished runs: one row per group of runs (their overrides minus the seed), "
+        "cells mean ± std (n), best per column in bold; writes report.csv, report.md and plots/.",
+        ["softloss report runs/multirun/2026-11-22_17-03-11",
+         "softloss report runs --group-by loss --metrics accuracy,mae,'avgk_*'"],
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="run directories or folders holding runs (searched recursively)")
     p.add_argument("--group-by", metavar="KEYS",

@@ -310,3 +310,28 @@ def test_loss_config_composes_and_instantiates(compose_cfg, name):
     out = model(torch.randn(4, 3, 32, 32))
     value = loss(out["logits"], torch.tensor([0, 1, 2, 29]), aux_logits=out["aux_logits"])
     assert torch.isfinite(value)
+
+
+# ---------------------------------------------------------------- hand-derived gradients and fast paths
+
+
+@pytest.mark.parametrize("neg_weight", [1.0, 0.2])
+def test_bce_one_hot_rows_gradcheck(neg_weight):
+    from softloss_cli.losses.average_k import _bce_one_hot_rows
+
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(5, 6, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    target = torch.tensor([0, 5, 2, 2, 3])
+    assert torch.autograd.gradcheck(lambda x: _bce_one_hot_rows(x, target, neg_weight, 1 / 6), (z,))
+
+
+def test_top_entries_matches_topk_on_large_inputs():
+    from softloss_cli.losses.average_k import _top_entries
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(512, 300, generator=g) * 3, 1).reshape(-1)
+    for count in (1, 512, 4000):
+        boundary, index = _top_entries(probs, count)
+        ref_values, ref_index = probs.topk(count)
+        assert boundary.item() == ref_values[-1].item()
+        assert len(index) == count and set(index.tolist()) == set(ref_index.tolist())

@@ -257,3 +257,20 @@ def test_bad_targets_are_refused_with_a_clear_message():
         NegativeLearningLoss()(logits, torch.zeros(4, 2))
     label, positive = split_partial_targets(torch.tensor([[2, 1], [0, 0]]))
     assert label.tolist() == [2, 0] and positive.tolist() == [True, False]
+
+
+# ---------------------------------------------------------------- hand-derived gradients (gradcheck, float64)
+
+
+@pytest.mark.parametrize("neg_weight", [1.0, 0.3])
+def test_nl_rows_gradcheck(neg_weight):
+    from softloss_cli.losses.negative import _nl_rows
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 5, generator=g, dtype=torch.float64) * 2
+    label = torch.tensor([0, 1, 2, 3, 4, 1])
+    positive = torch.tensor([True, False, False, True, False, False])
+    z[2, 2] += 5.0  # a negative label holding p > 1/2
+    z[4, 4] += 60.0  # 1 - p_l ~ e^-60: the log-domain (leave-one-out) path
+    z.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: _nl_rows(x, label, positive, neg_weight)[0], (z,))

@@ -456,3 +456,51 @@ def test_ordinal_losses_are_refused_on_multilabel_data(name):
     assert "\n" not in message
     assert message.startswith(f"loss={name} does not fit data=multilabel_shapes (task kind 'multilabel')")
     assert "rps" not in message.split("losses for multilabel data:")[1]
+
+
+# ---------------------------------------------------------------- hand-derived gradients (gradcheck, float64)
+
+
+def _gc_logits(seed: int, b: int = 6, c: int = 7, scale: float = 2.0):
+    logits, target = _inputs(seed, b, c, scale)
+    target[:2] = torch.tensor([0, c - 1])
+    return logits.requires_grad_(), target
+
+
+@pytest.mark.parametrize("gaps", [None, [1.0, 3.0, 0.5, 2.0, 1.0, 4.0]])
+def test_cdf_rows_gradcheck(gaps):
+    from softloss_cli.losses.ordinal import _cdf_rows
+
+    z, y = _gc_logits(0)
+    g = None if gaps is None else torch.tensor(gaps, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: _cdf_rows(x, y, g), (z,))
+
+
+@pytest.mark.parametrize("ce_weight", [0.0, 0.7])
+def test_ev_l1_rows_gradcheck(ce_weight):
+    from softloss_cli.losses.ordinal import _ev_l1_rows
+
+    z, y = _gc_logits(1)
+    values = torch.tensor([0.0, 1.0, 4.0, 10.0, 11.0, 12.5, 20.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: _ev_l1_rows(x, y, values, ce_weight)[0], (z,))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.0, 2.5])
+def test_cdw_rows_gradcheck(alpha):
+    from softloss_cli.losses.ordinal import _cdw_rows
+
+    z, y = _gc_logits(2)
+    with torch.no_grad():
+        z[2, 3] += 6.0  # a top class with p > 1/2
+        z[3, 1] += 60.0  # 1 - p_top ~ e^-60: the log-domain (leave-one-out) path
+    w = ClassDistanceWeightedCELoss(alpha=alpha).weight_rows(y, 7, torch.device("cpu")).double()
+    assert torch.autograd.gradcheck(lambda x: _cdw_rows(x, w), (z,))
+
+
+def test_kl_rows_gradcheck():
+    from softloss_cli.losses.ordinal import _kl_rows
+
+    z, y = _gc_logits(3)
+    log_q = SoftOrdinalLoss(alpha=1.5).log_soft_targets(y, 7, torch.device("cpu")).double()
+    q = log_q.exp()
+    assert torch.autograd.gradcheck(lambda x: _kl_rows(x, q, (q * log_q).sum(1), q.sum(1)), (z,))

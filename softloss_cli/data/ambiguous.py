@@ -13,20 +13,20 @@ posterior, from which the metrics compute the oracle on that split.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from softloss_cli.data.base import DATASETS, DataBundle, TensorSplit
-from softloss_cli.data.cache import cached_arrays
+from softloss_cli.data.base import DATASETS, DataBundle
+from softloss_cli.data.generated import SPLITS, cached_splits, pixel_stats, split_sizes
 from softloss_cli.data.multilabel_shapes import COLOUR_NAMES, SHAPES, render_objects
 from softloss_cli.errors import SoftlossError
 from softloss_cli.tasks import Task
 
 #: Bump when the generator changes, so that cached files of the old one are not reused.
 GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test")
 MAX_TYPES = len(SHAPES) * len(COLOUR_NAMES)  # 48 distinct (shape, colour) pairs
 AVGK_KS = (1, 2, 3, 5)
 
@@ -161,12 +161,11 @@ def build_ambiguous_images(
     head/medium/tail) and ``oracle_avgk_acc`` (the population Bayes oracle per K).
     ``augment_ok`` is True: flips and 4 px crops keep the type.
     """
-    sizes = {"train": int(train_size), "val": int(val_size), "test": int(test_size)}
+    sizes = split_sizes(train_size, val_size, test_size)
     image_size, num_classes, num_types, max_labels = int(image_size), int(num_classes), int(num_types), int(max_labels)
     type_zipf, window, concentration, seed = float(type_zipf), int(window), float(concentration), int(seed)
     _check_params(sizes, image_size, num_classes, num_types, max_labels, type_zipf, window, concentration)
-    params = {f"{k}_size": v for k, v in sizes.items()}
-    params.update(image_size=image_size, num_classes=num_classes, num_types=num_types, max_labels=max_labels,
+    params = dict(image_size=image_size, num_classes=num_classes, num_types=num_types, max_labels=max_labels,
                   type_zipf=type_zipf, window=window, concentration=concentration, seed=seed)
 
     def generate() -> dict[str, np.ndarray]:
@@ -177,14 +176,12 @@ def build_ambiguous_images(
         arrays.update({f"table_{k}": v for k, v in table.items()})
         return arrays
 
-    arrays = cached_arrays(data_root, "ambiguous_images", GENERATOR_VERSION, params, generate)
+    splits, arrays = cached_splits(data_root, "ambiguous_images", GENERATOR_VERSION, sizes, params, generate,
+                                   extras=("type",))
     probs = torch.from_numpy(arrays["table_probs"]).float()
-    splits = {}
-    for s in SPLITS:
-        types = torch.from_numpy(arrays[f"{s}_type"])
-        splits[s] = TensorSplit(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(arrays[f"{s}_y"]),
-                                posterior=probs[types], extras={"type": types})
-    train_x = splits["train"].inputs.float().div_(255)
+    for s, split in splits.items():  # the posterior of a sample is the label distribution of its type
+        splits[s] = dataclasses.replace(split, posterior=probs[split.extras["type"]])
+    mean, std = pixel_stats(splits["train"], per_channel=True)
     counts = {s: torch.bincount(splits[s].targets, minlength=num_classes).tolist() for s in SPLITS}
     type_counts = torch.bincount(splits["train"].extras["type"], minlength=num_types)
     prior, table_probs = arrays["table_prior"], arrays["table_probs"]
@@ -195,8 +192,8 @@ def build_ambiguous_images(
                   extras={"train_class_counts": counts["train"], "oracle_avgk_acc": oracle}),
         **splits,
         input_shape=(3, image_size, image_size),
-        mean=tuple(train_x.mean(dim=(0, 2, 3)).tolist()),
-        std=tuple(train_x.std(dim=(0, 2, 3)).tolist()),
+        mean=mean,
+        std=std,
         augment_ok=True,
         info={
             "sizes": sizes,

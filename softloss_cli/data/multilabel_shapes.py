@@ -14,16 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from softloss_cli.data.base import DATASETS, DataBundle, TensorSplit
-from softloss_cli.data.cache import cached_arrays
+from softloss_cli.data.base import DATASETS, DataBundle
+from softloss_cli.data.generated import SPLITS, cached_splits, pixel_stats, split_sizes
 from softloss_cli.errors import SoftlossError
 from softloss_cli.tasks import Task
 
 #: Bump when the rendering changes, so that cached files of the old generator are not reused.
 GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test")
 CHUNK = 2048  # images rendered at once: bounds memory at ~25 MB of float32 per chunk at 32x32
 
 SHAPES = ("square", "circle", "triangle", "cross", "ring", "diamond")
@@ -204,12 +202,11 @@ def build_multilabel_shapes(
     object. Mean/std are per channel on the train split (0..1 scale). Per-sample
     ``extras['distractors']`` holds the number of distractor objects.
     """
-    sizes = {"train": int(train_size), "val": int(val_size), "test": int(test_size)}
+    sizes = split_sizes(train_size, val_size, test_size)
     image_size, max_objects, max_distractors = int(image_size), int(max_objects), int(max_distractors)
     empty_fraction, seed = float(empty_fraction), int(seed)
     _check_params(sizes, image_size, empty_fraction, max_objects, max_distractors)
-    params = {f"{k}_size": v for k, v in sizes.items()}
-    params.update(image_size=image_size, empty_fraction=empty_fraction, max_objects=max_objects,
+    params = dict(image_size=image_size, empty_fraction=empty_fraction, max_objects=max_objects,
                   max_distractors=max_distractors, seed=seed)
 
     def generate() -> dict[str, np.ndarray]:
@@ -220,15 +217,9 @@ def build_multilabel_shapes(
             arrays.update({f"{split}_x": x, f"{split}_y": y, f"{split}_distractors": d})
         return arrays
 
-    arrays = cached_arrays(data_root, "multilabel_shapes", GENERATOR_VERSION, params, generate)
-    splits = {
-        s: TensorSplit(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(arrays[f"{s}_y"]),
-                       extras={"distractors": torch.from_numpy(arrays[f"{s}_distractors"])})
-        for s in SPLITS
-    }
-    train_x = splits["train"].inputs.float().div_(255)
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3))
+    splits, _ = cached_splits(data_root, "multilabel_shapes", GENERATOR_VERSION, sizes, params, generate,
+                              extras=("distractors",))
+    mean, std = pixel_stats(splits["train"], per_channel=True)
     train_counts = splits["train"].targets.sum(0).long().tolist()
     stats = {
         s: {
@@ -244,8 +235,8 @@ def build_multilabel_shapes(
                   extras={"train_class_counts": train_counts}),
         **splits,
         input_shape=(3, image_size, image_size),
-        mean=tuple(mean.tolist()),
-        std=tuple(std.tolist()),
+        mean=mean,
+        std=std,
         augment_ok=True,
         info={
             "sizes": sizes,

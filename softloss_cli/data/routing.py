@@ -16,16 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from softloss_cli.data.base import DATASETS, DataBundle, TensorSplit
-from softloss_cli.data.cache import cached_arrays
+from softloss_cli.data.base import DATASETS, DataBundle
+from softloss_cli.data.generated import SPLITS, cached_splits, pixel_stats, split_sizes
 from softloss_cli.errors import SoftlossError
 from softloss_cli.tasks import Task
 
 #: Bump when the rendering changes, so that cached files of the old generator are not reused.
 GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test")
 GLYPH_SIZE = 5  # cells per side of a glyph
 GLYPH_SEED = 1_234_567  # the glyph alphabet is fixed: the same for every data seed
 MIN_GLYPH_DISTANCE = 6  # cells in which any two glyphs differ (Hamming distance)
@@ -182,29 +180,21 @@ def build_routing_images(
     The default 16 px keeps a run fast on a CPU (a 5 px glyph, gratings of 2.5-3.5 px
     period); 32 px doubles the glyph and the period.
     """
-    sizes = {"train": int(train_size), "val": int(val_size), "test": int(test_size)}
+    sizes = split_sizes(train_size, val_size, test_size)
     image_size, num_families, num_classes, seed = int(image_size), int(num_families), int(num_classes), int(seed)
     _check_params(sizes, image_size, num_families, num_classes)
-    params = {f"{k}_size": v for k, v in sizes.items()}
-    params.update(image_size=image_size, num_families=num_families, num_classes=num_classes, seed=seed)
+    params = dict(image_size=image_size, num_families=num_families, num_classes=num_classes, seed=seed)
     generate = lambda: generate_routing_images(sizes, image_size, num_families, num_classes, seed)  # noqa: E731
-    arrays = cached_arrays(data_root, "routing_images", GENERATOR_VERSION, params, generate)
-    splits = {
-        s: TensorSplit(
-            torch.from_numpy(arrays[f"{s}_x"]),
-            torch.from_numpy(arrays[f"{s}_y"]),
-            extras={"family": torch.from_numpy(arrays[f"{s}_family"])},
-        )
-        for s in SPLITS
-    }
-    train_x = splits["train"].inputs.float().div_(255)
+    splits, arrays = cached_splits(data_root, "routing_images", GENERATOR_VERSION, sizes, params, generate,
+                                   extras=("family",))
+    mean, std = pixel_stats(splits["train"], per_channel=False)
     return DataBundle(
         name="routing_images",
         task=Task("multiclass", num_classes, extras={"num_families": num_families}),
         **splits,
         input_shape=(1, image_size, image_size),
-        mean=(train_x.mean().item(),),
-        std=(train_x.std().item(),),
+        mean=mean,
+        std=std,
         augment_ok=False,
         info={
             "sizes": sizes,

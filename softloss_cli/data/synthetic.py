@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softloss_cli.data.base import DATASETS, DataBundle, TensorSplit
-from softloss_cli.data.cache import cached_arrays
+from softloss_cli.data.base import DATASETS, DataBundle
+from softloss_cli.data.generated import SPLITS, cached_splits, pixel_stats, split_sizes
 from softloss_cli.errors import SoftlossError
 from softloss_cli.tasks import Task
 
 #: Bump when the rendering changes, so that cached files of the old generator are not reused.
 GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test")
 BLOB_SIGMA = 1.0  # px
 INTENSITY_RANGE = (0.6, 1.0)
 NOISE_STD = 0.04  # on the 0..1 scale: visible grain that never hides a blob
@@ -116,26 +115,22 @@ def build_ordinal_images(
     ``augment_ok`` is False: a random crop can cut a blob out and change the count.
     Mean/std are measured on the train split (0..1 scale).
     """
-    sizes = {"train": int(train_size), "val": int(val_size), "test": int(test_size)}
+    sizes = split_sizes(train_size, val_size, test_size)
     image_size, num_classes, tail, seed = int(image_size), int(num_classes), float(tail), int(seed)
     _check_params(sizes, image_size, num_classes, tail)
     # Normalised types first, so that data.tail=7 and data.tail=7.0 share one cache file.
-    params = {f"{k}_size": v for k, v in sizes.items()}
-    params.update(image_size=image_size, num_classes=num_classes, tail=tail, seed=seed)
+    params = dict(image_size=image_size, num_classes=num_classes, tail=tail, seed=seed)
     generate = lambda: generate_ordinal_images(sizes, image_size, num_classes, tail, seed)  # noqa: E731
-    arrays = cached_arrays(data_root, "ordinal_images", GENERATOR_VERSION, params, generate)
-    splits = {
-        s: TensorSplit(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(arrays[f"{s}_y"])) for s in SPLITS
-    }
-    train_x = splits["train"].inputs.float().div_(255)
+    splits, _ = cached_splits(data_root, "ordinal_images", GENERATOR_VERSION, sizes, params, generate)
+    mean, std = pixel_stats(splits["train"], per_channel=False)
     counts = {s: torch.bincount(splits[s].targets, minlength=num_classes).tolist() for s in SPLITS}
     return DataBundle(
         name="ordinal_images",
         task=Task("ordinal", num_classes, label_values=tuple(range(num_classes))),
         **splits,
         input_shape=(1, image_size, image_size),
-        mean=(train_x.mean().item(),),
-        std=(train_x.std().item(),),
+        mean=mean,
+        std=std,
         augment_ok=False,
         info={
             "sizes": sizes,

@@ -120,3 +120,80 @@ class SoftmaxLoss(ClassificationLoss):
                 loss = loss + self.penalty_weight * pen
         self.last_parts = parts
         return loss
+
+
+# ---------------------------------------------------------------- fused losses with hand-derived gradients
+
+
+class RowLossWithGrad(torch.autograd.Function):
+    """Attach a precomputed gradient to per-sample loss values.
+
+    ``apply(z [B, C], values [B], grad [B, C], scale=1.0)`` returns ``values`` (a copy) whose
+    gradient with respect to ``z`` is ``scale * grad * g[:, None]`` for an upstream gradient
+    ``g [B]`` (``scale`` saves a pass over ``grad`` where it has a constant factor): the
+    losses below compute ``grad = d values_i / d z_i`` in closed form in the same pass as
+    the values, so backward is one multiply instead of one autograd node per tensor op.
+    ``grad`` is treated as a constant (no double backward).
+    """
+
+    @staticmethod
+    def forward(ctx, z, values, grad, scale=1.0):  # noqa: D102
+        ctx.save_for_backward(grad)
+        ctx.scale = scale
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        (grad,) = ctx.saved_tensors
+        if ctx.scale != 1.0:
+            g = g * ctx.scale
+        return grad * g[:, None], None, None, None
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will want a gradient for any of ``tensors`` (skip computing it otherwise)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def with_grad(z: torch.Tensor, values: torch.Tensor, grad: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+    """``values`` carrying the gradient ``scale * grad`` w.r.t. ``z`` (``values`` as is when ``grad`` is None)."""
+    if grad is None:
+        return values
+    return RowLossWithGrad.apply(z, values, grad, scale)
+
+
+#: below this, ``sum_{k != i} p_k`` is recomputed in the log domain (its terms may have underflowed).
+LOO_UNDERFLOW = 1e-20
+
+
+def log1m_softmax_at(log_p: torch.Tensor, p: torch.Tensor, index: torch.Tensor):
+    """``log(1 - p_i)`` per row at the class ``index[b]``, exact for any logits.
+
+    Args:
+        log_p, p: ``log_softmax`` of the logits and its ``exp``, ``[B, C]`` (``p`` is modified
+            in place and restored).
+        index: int64 ``[B]``.
+
+    Returns ``(log1m [B], rest [B], need [B] bool, rows [R], v [R, C])``: ``rest = sum_{k != i}
+    p_k = 1 - p_i`` without rounding (``log1m`` is ``log1p(-p_i)`` where ``p_i <= 1/2`` and
+    ``log(rest)`` above); where ``rest < LOO_UNDERFLOW`` (``need``) its terms may have
+    underflowed, and ``log1m`` is the leave-one-out ``logsumexp_{k != i} log_p_k`` instead,
+    computed for the rows ``rows`` (those rows on CPU; every row on other devices, so that no
+    host sync is needed); ``v`` holds ``p_k / (1 - p_i)`` for ``k != i`` (0 at ``i``) on those
+    rows, for gradients.
+    """
+    idx = index[:, None]
+    p_i = p.gather(1, idx).squeeze(1)
+    p.scatter_(1, idx, 0.0)
+    rest = p.sum(dim=1)
+    p.scatter_(1, idx, p_i[:, None])
+    log1m = torch.where(p_i <= 0.5, torch.log1p(-p_i), torch.log(rest))
+    need = rest < LOO_UNDERFLOW
+    rows = need.nonzero().squeeze(1) if p.device.type == "cpu" else torch.arange(p.shape[0], device=p.device)
+    v = None
+    if rows.numel():
+        masked = log_p.index_select(0, rows).scatter_(1, idx.index_select(0, rows), float("-inf"))
+        loo = torch.logsumexp(masked, dim=1)
+        v = masked.sub_(loo[:, None]).exp_()
+        log1m.index_copy_(0, rows, torch.where(need.index_select(0, rows), loo, log1m.index_select(0, rows)))
+    return log1m, rest, need, rows, v

@@ -20,6 +20,14 @@ Numerics. Probabilities come from ``softmax`` (never ``exp`` of a difference tha
 overflow); CDFs below the true class are prefix sums and above it suffix sums, so both
 are exact 0 at a one-hot prediction instead of ``1 - (1 - tiny)``; ``log(1 - p_i)`` is a
 leave-one-out ``logsumexp`` (no ``log(1 - softmax)``), finite for logits of any size.
+
+Cost. Each loss computes its per-sample values and, in the same pass, the gradient in closed
+form (``base.RowLossWithGrad``), from one ``log_softmax``/``softmax`` per call; tables that
+depend only on the label (SORD's soft labels, CDW-CE's weights) are cached per class count.
+What bounds the rest on CPU: ``cdw_ce`` needs, per entry, a ``log_softmax``, an ``exp``, an
+``argmax`` (the top class), a ``log1p`` and a division (about 3x ``ce``, one thread), and
+``rps``/``emd2`` two cumulative sums, which ``torch.cumsum`` runs as a serial scan costing
+about a softmax each (about 1.6-2x ``ce``).
 """
 
 from __future__ import annotations
@@ -28,9 +36,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, needs_grad, with_grad
+
+#: label-indexed tables (``[C, C]``) are cached up to this many classes, else built per call.
+MAX_TABLE_CLASSES = 4096
 
 __all__ = [
     "OrdinalLoss",
@@ -130,11 +140,11 @@ class OrdinalLoss(SoftmaxLoss):
 
 
 def _cdf_squared_errors(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(F_k - 1[k >= y])^2`` for thresholds ``k = 0..C-2``, as ``[B, C-1]``.
+    """``(F_k - 1[k >= y])^2`` for thresholds ``k = 0..C-2``, as ``[B, C-1]`` (reference form).
 
     ``F_k = sum_{j<=k} p_j``. Below the true class the error is ``F_k``; from it on it is
     ``1 - F_k``, computed as the suffix sum ``sum_{j>k} p_j`` so that a near-one-hot row gives
-    tiny errors instead of the rounding noise of ``1 - F_k``.
+    tiny errors instead of the rounding noise of ``1 - F_k``. The losses use ``_cdf_rows``.
     """
     c = probs.shape[1]
     prefix = probs.cumsum(dim=1)[:, :-1]
@@ -142,6 +152,41 @@ def _cdf_squared_errors(probs: torch.Tensor, target: torch.Tensor) -> torch.Tens
     k = torch.arange(c - 1, device=probs.device)
     below = k[None, :] < target[:, None]
     return torch.where(below, prefix, suffix).square()
+
+
+def _cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None) -> torch.Tensor:
+    """``sum_{k<C-1} gap_k (F_k - 1[k >= y])^2`` per row (``gaps=None``: all 1), with its gradient.
+
+    ``z [B, C]`` logits, ``target [B]``; returns ``[B]``. The CDF errors are one prefix sum of
+    ``q = p - onehot(y)`` whose label entry is set to ``-(sum_{j != y} p_j)`` (the exact
+    ``p_y - 1``): below the label the running sum is ``F_k``, from it on ``-(sum_{j>k} p_j)``,
+    so a near-one-hot row keeps its tiny errors and a one-hot row gives exactly 0.
+    Gradient: ``dL/dp_j = sum_{k >= j} 2 gap_k e_k``, equal up to a per-row constant (which
+    the softmax Jacobian removes) to ``-2 * sum_{k < j} gap_k e_k``; then
+    ``dL/dz = p * (g - sum(p * g))`` (one fused softmax backward).
+    """
+    zd = z.detach()
+    p = torch.softmax(zd, dim=1)
+    idx = target[:, None]
+    p_y = p.gather(1, idx)
+    p.scatter_(1, idx, 0.0)
+    rest = p.sum(dim=1, keepdim=True)  # sum_{j != y} p_j = 1 - p_y without rounding
+    p.scatter_(1, idx, -rest)
+    err = p.cumsum(dim=1)  # e_k = F_k - 1[k >= y]
+    p.scatter_(1, idx, p_y)  # p again
+    err[:, -1] = 0.0  # k = C-1 is no threshold
+    if gaps is None:
+        weighted, values = err, torch.linalg.vector_norm(err, dim=1).square()
+    else:
+        weighted = err * torch.cat([gaps, gaps.new_zeros(1)])
+        values = torch.linalg.vecdot(weighted, err)
+    grad = None
+    if needs_grad(z):
+        g = torch.empty_like(weighted)  # sum_{k<j} gap_k e_k (times -2, applied by with_grad)
+        g[:, 0] = 0.0
+        torch.cumsum(weighted[:, :-1], dim=1, out=g[:, 1:])
+        grad = torch.ops.aten._softmax_backward_data(g, p, 1, p.dtype)
+    return with_grad(z, values, grad, scale=-2.0)
 
 
 @LOSSES.register("rps", "ranked probability score: squared error of the softmax CDF (ordinal)")
@@ -163,7 +208,7 @@ class RankedProbabilityLoss(OrdinalLoss):
     """
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        return _cdf_squared_errors(torch.softmax(logits, dim=1), target).sum(dim=1)
+        return _cdf_rows(logits, target, None)
 
 
 @LOSSES.register("emd2", "squared earth mover's distance between softmax and label CDFs (ordinal)")
@@ -193,8 +238,18 @@ class SquaredEMDLoss(OrdinalLoss):
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         c = logits.shape[1]
-        gaps = self.values(c, logits.device).diff()
-        return (_cdf_squared_errors(torch.softmax(logits, dim=1), target) * gaps).sum(dim=1)
+        key = ("gaps", torch.device(logits.device), c)
+        gaps = self._values_cache.get(key)
+        if gaps is None:
+            gaps = self.values(c, logits.device).diff()
+            # Equal gaps: emd2 is gap * rps, the cheaper unweighted path (a Python float, no sync).
+            gap0 = float(gaps[0]) if c > 1 else 1.0
+            gaps = gap0 if c < 2 or bool((gaps == gap0).all()) else gaps
+            self._values_cache[key] = gaps
+        if isinstance(gaps, float):
+            values = _cdf_rows(logits, target, None)
+            return values if gaps == 1.0 else values * gaps
+        return _cdf_rows(logits, target, gaps)
 
 
 @LOSSES.register("ev_l1", "L1 error of the softmax's expected label value, optional + CE (ordinal)")
@@ -232,13 +287,38 @@ class ExpectedValueL1Loss(OrdinalLoss):
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         values = self.values(logits.shape[1], logits.device)
-        expected = torch.softmax(logits, dim=1) @ values
-        ev_l1 = (expected - values[target]).abs()
-        if self.ce_weight == 0:
-            return ev_l1
-        ce = F.cross_entropy(logits, target, reduction="none")
-        self._extra_parts = {"ev_l1": ev_l1.detach().mean(), "ce": ce.detach().mean()}
-        return ev_l1 + self.ce_weight * ce
+        total, ev_l1, ce = _ev_l1_rows(logits, target, values, self.ce_weight)
+        if self.ce_weight > 0:
+            self._extra_parts = {"ev_l1": ev_l1.mean(), "ce": ce.mean()}
+        return total
+
+
+def _ev_l1_rows(z: torch.Tensor, target: torch.Tensor, values: torch.Tensor, ce_weight: float):
+    """``|sum_k v_k p_k - v_y| + ce_weight * (-log p_y)`` per row, with its closed-form gradient.
+
+    ``z [B, C]``, ``target [B]``, ``values [C]``. Returns ``(total [B] with gradient, ev_l1 [B],
+    ce [B] or None)`` (the last two detached). With ``E = p @ v`` and ``s = sign(E - v_y)``:
+    ``dL/dz_k = p_k (s (v_k - E) + w) - w 1[k = y]`` (``w = ce_weight``).
+    """
+    zd = z.detach()
+    idx = target[:, None]
+    if ce_weight > 0:
+        log_p = torch.log_softmax(zd, dim=1)
+        ce = -log_p.gather(1, idx).squeeze(1)
+        p = log_p.exp_()
+    else:
+        p, ce = torch.softmax(zd, dim=1), None
+    expected = p @ values
+    diff = expected - values[target]
+    ev_l1 = diff.abs()
+    total = ev_l1 if ce is None else ev_l1 + ce_weight * ce
+    grad = None
+    if needs_grad(z):
+        sign = diff.sign()
+        grad = torch.addcmul((ce_weight - sign * expected)[:, None], sign[:, None], values[None, :]).mul_(p)
+        if ce_weight > 0:
+            grad.scatter_add_(1, idx, torch.full_like(p[:, :1], -ce_weight))
+    return with_grad(z, total, grad), ev_l1, ce
 
 
 def _log_one_minus_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -262,6 +342,46 @@ def _log_one_minus_softmax(logits: torch.Tensor) -> torch.Tensor:
     leave_one_out = torch.logsumexp(without_top, dim=1, keepdim=True) - torch.logsumexp(logits, dim=1, keepdim=True)
     direct = torch.log1p(-torch.where(small, log_p.exp(), torch.zeros_like(log_p)))
     return torch.where(small, direct, leave_one_out)
+
+
+def _cdw_rows(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``-sum_i w_i log(1 - p_i)`` per row (``p = softmax(z)``, ``z, w [B, C]``), with its gradient.
+
+    ``log(1 - p_i)`` is ``log1p(-p_i)`` except at the row's top class ``t``, the only one that
+    can have ``p_t > 1/2``, where it is ``log sum_{k != t} p_k`` (``base.log1m_softmax_at``).
+    Gradient: with ``r_i = p_i / (1 - p_i)``, ``dL/dz_k = w_k r_k - p_k sum_i w_i r_i``; written
+    with ``A = sum_{i != t} w_i r_i`` so that nothing overflows where ``p_t -> 1``:
+    ``dL/dz_t = p_t (w_t - A)`` and, for ``k != t``, ``w_k r_k - p_k A - w_t p_t p_k / (1 - p_t)``.
+    """
+    zd = z.detach()
+    log_p = torch.log_softmax(zd, dim=1)
+    p = log_p.exp()
+    top = log_p.argmax(dim=1)
+    log1m_top, rest, need, rows, v = log1m_softmax_at(log_p, p, top)
+    tidx = top[:, None]
+    p_t = p.gather(1, tidx)
+    p.scatter_(1, tidx, 0.0)  # top removed: every p_k <= 1/2 below
+    log1m = p.neg().log1p_()
+    log1m.scatter_(1, tidx, log1m_top[:, None])
+    values = -log1m.mul_(w).sum(dim=1)
+    grad = None
+    if needs_grad(z):
+        r = torch.rsub(p, 1.0)
+        r = torch.div(p, r, out=r).mul_(w)  # w_i r_i, r_i = p_i / (1 - p_i); r_t = 0
+        area = r.sum(dim=1)  # A
+        w_t = w.gather(1, tidx)
+        coef = area[:, None] + w_t * p_t / rest.clamp_min(torch.finfo(p.dtype).tiny)[:, None]
+        grad = r.addcmul_(p, coef, value=-1.0)
+        grad_t = p_t * (w_t - area[:, None])
+        if v is not None:  # rows whose 1 - p_t underflowed: p_k / (1 - p_t) from the log domain
+            sub_p, sub_w = p.index_select(0, rows), w.index_select(0, rows)
+            sub_r = sub_p / (1.0 - sub_p)
+            fixed = (sub_r.mul_(sub_w).addcmul_(sub_p, area.index_select(0, rows)[:, None], value=-1.0)
+                     .addcmul_(v, (w_t * p_t).index_select(0, rows), value=-1.0))
+            keep = need.index_select(0, rows)[:, None]
+            grad.index_copy_(0, rows, torch.where(keep, fixed, grad.index_select(0, rows)))
+        grad.scatter_(1, tidx, grad_t)
+    return with_grad(z, values, grad)
 
 
 @LOSSES.register("cdw_ce", "class-distance-weighted CE: -sum |i-y|^alpha log(1-p_i) (ordinal)")
@@ -292,7 +412,7 @@ class ClassDistanceWeightedCELoss(OrdinalLoss):
         losses of ~10 (alpha 1) to ~10^6 (alpha 5) at initialisation with 30 classes, and
         each alpha would need its own learning rate).
       * ``log(1 - p_i)`` as ``log1p(-p_i)`` for ``p_i <= 1/2`` and a leave-one-out logsumexp
-        above (``_log_one_minus_softmax``): accurate and finite for logits of any size; a
+        above (``base.log1m_softmax_at``): accurate and finite for logits of any size; a
         wrong class with logit +1e4 costs ``w_i * ~1e4``.
 
     Args:
@@ -309,6 +429,7 @@ class ClassDistanceWeightedCELoss(OrdinalLoss):
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.alpha = float(alpha)
         self.normalize = bool(normalize)
+        self._weights_cache: dict[tuple[torch.device, int], torch.Tensor] = {}
 
     def weight_scale(self, num_classes: int) -> float:
         """``Z``: mean of ``|i - j|^alpha`` over the C x C class pairs (1.0 when not normalising)."""
@@ -321,12 +442,34 @@ class ClassDistanceWeightedCELoss(OrdinalLoss):
         b, c = logits.shape
         if c == 1:  # the only class is the label: nothing to push down
             return logits.sum(dim=1) * 0.0
-        k = torch.arange(c, device=logits.device, dtype=torch.float32)
-        distance = (k[None, :] - target[:, None].to(torch.float32)).abs()
-        # 0 ** alpha is 0 for alpha > 0 (the label); for alpha = 0 mask the label explicitly.
-        weights = torch.where(distance > 0, distance.pow(self.alpha), torch.zeros_like(distance))
-        weights = weights / self.weight_scale(c)  # a Python float: no device sync
-        return -(weights * _log_one_minus_softmax(logits)).sum(dim=1)
+        return _cdw_rows(logits, self.weight_rows(target, c, logits.device))
+
+    def weight_rows(self, target: torch.Tensor, num_classes: int, device) -> torch.Tensor:
+        """``w [B, C]``: ``|i - y|^alpha / Z`` for each target ``y`` (0 at the label), float32."""
+        key = (torch.device(device), num_classes)
+        table = self._weights_cache.get(key)
+        if table is None:
+            k = torch.arange(num_classes, device=device, dtype=torch.float32)
+            src = target.to(torch.float32) if num_classes > MAX_TABLE_CLASSES else k
+            distance = (k[None, :] - src[:, None]).abs()
+            # 0 ** alpha is 0 for alpha > 0 (the label); for alpha = 0 mask the label explicitly.
+            weights = torch.where(distance > 0, distance.pow(self.alpha), torch.zeros_like(distance))
+            weights = weights / self.weight_scale(num_classes)  # a Python float: no device sync
+            if num_classes > MAX_TABLE_CLASSES:
+                return weights
+            self._weights_cache = {key: weights}
+            table = weights
+        return table.index_select(0, target)
+
+
+def _kl_rows(z: torch.Tensor, q: torch.Tensor, q_log_q: torch.Tensor, q_sum: torch.Tensor) -> torch.Tensor:
+    """``KL(q || softmax(z)) = sum_k q_k log q_k - sum_k q_k log_softmax(z)_k`` per row, with its
+    gradient ``softmax(z) * sum_k q_k - q``. ``z, q [B, C]``; ``q_log_q``, ``q_sum [B]``."""
+    zd = z.detach()
+    log_p = torch.log_softmax(zd, dim=1)
+    values = q_log_q - torch.linalg.vecdot(q, log_p)
+    grad = log_p.exp_().mul_(q_sum[:, None]).sub_(q) if needs_grad(z) else None
+    return with_grad(z, values, grad)
 
 
 @LOSSES.register("sord", "soft ordinal labels: CE against softmax(-alpha |v_k - v_y|) (ordinal)")
@@ -375,6 +518,20 @@ class SoftOrdinalLoss(OrdinalLoss):
         return torch.log_softmax(-self.alpha * distance, dim=1)
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        log_q = self.log_soft_targets(target, logits.shape[1], logits.device)
-        # kl_div(input=log p, target=log q, log_target=True) = sum_k q_k (log q_k - log p_k).
-        return F.kl_div(torch.log_softmax(logits, dim=1), log_q, reduction="none", log_target=True).sum(dim=1)
+        c = logits.shape[1]
+        if c > MAX_TABLE_CLASSES:
+            q, q_log_q, q_sum = self._soft_tables(target, c, logits.device)
+        else:
+            key = ("sord", torch.device(logits.device), c)
+            tables = self._values_cache.get(key)
+            if tables is None:
+                tables = self._soft_tables(torch.arange(c, device=logits.device), c, logits.device)
+                self._values_cache[key] = tables
+            q, q_log_q, q_sum = (t.index_select(0, target) for t in tables)
+        return _kl_rows(logits, q, q_log_q, q_sum)
+
+    def _soft_tables(self, target: torch.Tensor, num_classes: int, device) -> tuple[torch.Tensor, ...]:
+        """``(q [N, C], sum_k q_k log q_k [N], sum_k q_k [N])`` for the targets ``[N]``."""
+        log_q = self.log_soft_targets(target, num_classes, device)
+        q = log_q.exp()
+        return q, torch.linalg.vecdot(q, log_q), q.sum(dim=1)

@@ -46,7 +46,8 @@ __all__ = [
 
 AVGK_KS = (1, 2, 3, 5)
 BUCKETS = ("head", "medium", "tail")
-_ROWS_PER_CHUNK = 8192  # bounds the boolean temporaries of set sizes to 8192 x C bytes
+_CHUNK_ELEMENTS = 1 << 22  # set sizes are counted over row chunks of at most this many scores
+_SAMPLE_ELEMENTS = 1 << 20  # size of the strided sample that brackets the top N*K scores
 
 
 # --------------------------------------------------------------------------- validation
@@ -61,7 +62,8 @@ def _check_scores(x, name: str = "scores") -> None:
         raise ValueError(f"{name} must be float32 or float64 (cast lower precisions first), got {x.dtype}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if not torch.isfinite(x).all():
+    lo, hi = torch.aminmax(x.detach())  # one pass, no N x C temporary; NaN propagates to both
+    if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
 
 
@@ -100,9 +102,12 @@ def avgk_threshold(scores: torch.Tensor, k: int, *, validate_args: bool = True) 
     exactly the N*k largest entries when the two differ; when they tie, ``lambda`` is the
     tied value and every tied entry is kept.
 
-    Cost: one ``torch.topk`` of ``min(N*k, N*C - N*k) + 1`` values on a view of the
-    scores: no sort and no copy of the matrix, O(N*k) extra memory. N = 31,000 x
-    C = 1,081 (Pl@ntNet-300K's validation set) takes well under a few seconds on a CPU.
+    Cost: no sort and no copy of the matrix. The ``min(N*k, N*C - N*k) + 1`` extreme
+    values are found by ``_extreme_values``: a strided sample brackets them, one pass
+    keeps the scores beyond that bracket and a ``torch.topk`` runs on those only, so the
+    extra memory is O(N*k) plus a boolean mask of at most ``_CHUNK_ELEMENTS`` (4 MB).
+    N = 31,000 x C = 1,081 (Pl@ntNet-300K's validation set) takes well under a second on
+    a CPU.
 
     Args:
         scores: ``[N, C]`` float32/float64 finite scores.
@@ -114,15 +119,64 @@ def avgk_threshold(scores: torch.Tensor, k: int, *, validate_args: bool = True) 
     if validate_args:
         _check_scores(scores)
         _check_k(k, scores.shape[1])
+    return _avgk_thresholds(scores, [k])[k]
+
+
+def _avgk_thresholds(scores: torch.Tensor, ks) -> dict[int, float]:
+    """``avgk_threshold`` for several K at once, from one selection of the extreme scores.
+
+    The K whose N*K+1 largest values are the shorter side share one selection of the
+    ``N*max(K)+1`` largest (sorted, so every threshold is read off it); a K close to C
+    (the smallest side shorter) gets its own selection of the smallest values.
+    """
     flat = scores.detach().reshape(-1)
-    total, m = flat.numel(), scores.shape[0] * k
-    if m + 1 <= total - m + 1:
-        top = torch.topk(flat, m + 1, largest=True, sorted=True).values
-        upper, lower = top[-2].item(), top[-1].item()  # the m-th and (m+1)-th largest
-    else:  # K close to C: the smallest side is the shorter one
-        bottom = torch.topk(flat, total - m + 1, largest=False, sorted=True).values
+    n, c = scores.shape
+    total = flat.numel()
+    top_ks = [k for k in ks if n * k + 1 <= total - n * k + 1]
+    result: dict[int, float] = {}
+    if top_ks:
+        top = _extreme_values(flat, n * max(top_ks) + 1, largest=True, row_len=c)
+        for k in top_ks:
+            m = n * k
+            upper, lower = top[m - 1].item(), top[m].item()  # the m-th and (m+1)-th largest
+            result[k] = (upper + lower) / 2.0
+    for k in ks:
+        if k in result:
+            continue
+        m = n * k  # K close to C: the smallest side is the shorter one
+        bottom = _extreme_values(flat, total - m + 1, largest=False, row_len=c)
         upper, lower = bottom[-1].item(), bottom[-2].item()
-    return (upper + lower) / 2.0
+        result[k] = (upper + lower) / 2.0
+    return {k: result[k] for k in ks}
+
+
+def _extreme_values(flat: torch.Tensor, m: int, *, largest: bool, row_len: int) -> torch.Tensor:
+    """``torch.topk(flat, m, largest=largest, sorted=True).values``, without topk's copy of ``flat``.
+
+    ``torch.topk`` on the CPU copies its whole input into a buffer of (value, index)
+    pairs (16 bytes a score). Here a strided sample of about ``_SAMPLE_ELEMENTS`` scores
+    (stride coprime with the row length, so that every column is sampled) gives a cutoff
+    that a little more than m scores pass; one comparison pass, in chunks of
+    ``_CHUNK_ELEMENTS``, keeps the scores at or beyond it, and topk runs on those. When fewer than m pass (an unlucky sample), or
+    the input is small or m a large share of it, topk runs on the whole input: the
+    values are the same either way.
+    """
+    total = flat.numel()
+    if total <= 4 * _SAMPLE_ELEMENTS or 8 * m >= total:
+        return torch.topk(flat, m, largest=largest, sorted=True).values
+    stride = total // _SAMPLE_ELEMENTS
+    while math.gcd(stride, row_len) != 1:
+        stride += 1
+    sample = flat[::stride]
+    expected = m * sample.numel() / total  # sample entries expected beyond the m-th extreme value
+    rank = min(sample.numel(), int(1.1 * expected + 4.0 * math.sqrt(expected)) + 64)
+    cutoff = torch.topk(sample, rank, largest=largest, sorted=False).values
+    cutoff = cutoff.min() if largest else cutoff.max()
+    chunks = (flat[i : i + _CHUNK_ELEMENTS] for i in range(0, total, _CHUNK_ELEMENTS))  # a few, not samples
+    kept = torch.cat([x[x >= cutoff] if largest else x[x <= cutoff] for x in chunks])
+    if kept.numel() < m:
+        kept = flat
+    return torch.topk(kept, m, largest=largest, sorted=True).values
 
 
 def _threshold_for(scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -141,14 +195,38 @@ def _threshold_for(scores: torch.Tensor, threshold: float) -> torch.Tensor:
 def avgk_set_sizes(scores: torch.Tensor, threshold: float, *, validate_args: bool = True) -> torch.Tensor:
     """``|S_i| = #{c : s_ic >= threshold}`` for every sample: int64 ``[N]``.
 
-    Counted in row chunks, so the boolean temporary stays at most 8192 x C bytes.
+    Counted by ``_set_sizes`` in row chunks, with one reused buffer of at most
+    ``_CHUNK_ELEMENTS`` floats (16 MB).
     """
     if validate_args:
         _check_scores(scores)
         _check_threshold(threshold)
-    t = _threshold_for(scores, threshold)
+    return _set_sizes(scores, [threshold])[:, 0]
+
+
+def _set_sizes(scores: torch.Tensor, thresholds) -> torch.Tensor:
+    """Set sizes at several thresholds: int64 ``[N, len(thresholds)]``, column j at ``thresholds[j]``.
+
+    One pass over row chunks: each chunk is compared with every threshold into one reused
+    0/1 float buffer and the row counts come from a matrix-vector product with ones (exact:
+    float32 counts are exact below 2**24 columns, float64 is used beyond). No N x C
+    temporary, no int64 copy of a boolean mask (what ``mask.sum(dim=1)`` makes).
+    """
     s = scores.detach()
-    return torch.cat([(s[i : i + _ROWS_PER_CHUNK] >= t).sum(dim=1) for i in range(0, len(s), _ROWS_PER_CHUNK)])
+    n, c = s.shape
+    dtype = torch.float32 if c < 2**24 else torch.float64
+    ts = [_threshold_for(s, t) for t in thresholds]
+    rows = max(1, _CHUNK_ELEMENTS // c)
+    buf = torch.empty(min(rows, n), c, dtype=dtype, device=s.device)
+    ones = torch.ones(c, dtype=dtype, device=s.device)
+    counts = torch.empty(len(ts), n, dtype=dtype, device=s.device)
+    for i in range(0, n, rows):  # row chunks, not samples
+        chunk = s[i : i + rows]
+        mask = buf[: len(chunk)]
+        for j, t in enumerate(ts):  # a handful of thresholds
+            torch.ge(chunk, t, out=mask)
+            torch.mv(mask, ones, out=counts[j, i : i + len(chunk)])
+    return counts.to(torch.int64).T
 
 
 def avgk_covered(scores: torch.Tensor, targets: torch.Tensor, threshold: float, *,
@@ -272,13 +350,20 @@ def set_scores(outputs: EvalOutputs) -> tuple[torch.Tensor, bool]:
     tie every confident entry), ``log_softmax`` of the logits for a softmax (never 0).
     ``avgk_threshold_k{K}`` converts the chosen threshold back to a probability.
     """
-    if outputs.info.get("set_source", "logits") == "aux_logits":
-        if "aux_logits" not in outputs.aux:
-            raise ValueError("set_source is 'aux_logits' but the outputs have no aux_logits (model.heads=two)")
+    if _sets_from_aux(outputs):
         return outputs.aux["aux_logits"].to(torch.float32), True
     if outputs.info.get("activation", "softmax") == "sigmoid":
         return outputs.logits.to(torch.float32), False
     return torch.log_softmax(outputs.logits.to(torch.float32), dim=1), False
+
+
+def _sets_from_aux(outputs: EvalOutputs) -> bool:
+    """Whether ``set_scores`` reads the multi-label head (checking that the outputs have it)."""
+    if outputs.info.get("set_source", "logits") == "aux_logits":
+        if "aux_logits" not in outputs.aux:
+            raise ValueError("set_source is 'aux_logits' but the outputs have no aux_logits (model.heads=two)")
+        return True
+    return False
 
 
 def _to_probability(threshold: float, sigmoid: bool) -> float:
@@ -321,6 +406,9 @@ def average_k_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None 
       the bucket) and ``avgk_oracle_gap_k{K}`` = oracle - ``avgk_acc_k{K}``.
 
     ``topk_acc_k{K}`` comes from the classification group (``accuracy`` is top-1).
+    Memory: one N x C float32 score matrix at a time (the reference's, dropped once its
+    thresholds are chosen, then this split's), plus the small temporaries of
+    ``_extreme_values`` and ``_set_sizes``; without a posterior, nothing else of size N x C.
     Side effect, for the figures of ``plots/average_k.py``: the thresholds used (in
     ``set_scores`` units) are stored in ``outputs.info['avgk_thresholds']`` ({K: float}).
     """
@@ -328,18 +416,25 @@ def average_k_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None 
     ks = [k for k in AVGK_KS if k < c]
     if not ks:
         return {}
+    # The thresholds come from the reference scores first, which are then dropped, so that
+    # the reference and test score matrices are never held at once.
+    thresholds: dict[int, float] = {}
+    if reference is not None:
+        from_aux = _sets_from_aux(outputs)
+        ref_scores, ref_aux = set_scores(reference)
+        _check_scores(ref_scores, "reference scores")
+        if ref_aux != from_aux or ref_scores.shape[1] != c:
+            raise ValueError("reference outputs must come from the same run (same set source and classes)")
+        thresholds = _avgk_thresholds(ref_scores, ks)
+        del ref_scores
     scores, from_aux = set_scores(outputs)
     _check_scores(scores)
     if scores.shape[1] != c:
         raise ValueError(f"scores have {scores.shape[1]} columns but the task has {c} classes")
     targets = outputs.targets
     _check_targets(targets, *scores.shape)
-    ref_scores = scores
-    if reference is not None:
-        ref_scores, ref_aux = set_scores(reference)
-        _check_scores(ref_scores, "reference scores")
-        if ref_aux != from_aux or ref_scores.shape[1] != c:
-            raise ValueError("reference outputs must come from the same run (same set source and classes)")
+    if reference is None:
+        thresholds = _avgk_thresholds(scores, ks)
     sigmoid_scale = from_aux or outputs.info.get("activation") == "sigmoid"
     bucket = class_buckets(_bucket_counts(task, outputs, reference))
     posterior = outputs.posterior
@@ -350,12 +445,13 @@ def average_k_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None 
         present = torch.bincount(targets.to(torch.int64).cpu(), minlength=c) > 0
 
     result: dict[str, float] = {"avgk_source_aux": float(from_aux)}
-    thresholds: dict[int, float] = {}
-    for k in ks:
-        lam = avgk_threshold(ref_scores, k, validate_args=False)
-        thresholds[k] = lam
-        covered = avgk_covered(scores, targets, lam, validate_args=False)
-        sizes = avgk_set_sizes(scores, lam, validate_args=False)
+    # One pass over the scores for every K's set sizes; the true-label scores gathered once.
+    all_sizes = _set_sizes(scores, [thresholds[k] for k in ks])
+    true_score = scores.detach().gather(1, targets.to(scores.device, torch.int64)[:, None]).squeeze(1)
+    for j, k in enumerate(ks):
+        lam = thresholds[k]
+        covered = true_score >= _threshold_for(scores, lam)  # as avgk_covered
+        sizes = all_sizes[:, j]
         per_class = _per_class(covered, targets, c)
         result[f"avgk_acc_k{k}"] = covered.to(torch.float64).mean().item()
         result[f"avgk_macro_acc_k{k}"] = per_class[~torch.isnan(per_class)].mean().item()

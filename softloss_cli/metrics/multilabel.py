@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 THRESHOLD = 0.5
+_BLOCK_ELEMENTS = 1 << 21  # average_precision works on blocks of whole columns of about this many scores
 
 
 # --------------------------------------------------------------------------- validation
@@ -48,7 +49,7 @@ def _check_scores(x, name: str) -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if torch.isnan(x).any():
+    if torch.aminmax(x.detach()).min.isnan():  # one pass, no N x C mask; NaN propagates to min
         raise ValueError(f"{name} contains NaN")
 
 
@@ -65,7 +66,11 @@ def _check_targets(targets, shape: tuple[int, int]) -> None:
     if tuple(targets.shape) != tuple(shape):
         raise ValueError(f"targets must be multi-hot [N, C] = {list(shape)}, got shape {tuple(targets.shape)}")
     t = targets.detach()
-    if not ((t == 0) | (t == 1)).all():
+    if t.dtype == torch.bool:
+        return
+    binary = t == 0
+    binary |= t == 1  # in place: two N x C masks at most
+    if not binary.all():
         raise ValueError("targets must be binary multi-hot (0 or 1 in every entry)")
 
 
@@ -87,9 +92,14 @@ def average_precision(scores: torch.Tensor, targets: torch.Tensor, *, validate_a
     ``AP_c = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds of column c in
     decreasing order, where ``P_n``/``R_n`` are the precision/recall of predicting
     "positive" for every sample scoring at least the n-th threshold. Tied scores enter
-    together (one threshold), exactly as scikit-learn does. Vectorised over all columns:
-    one sort per column, a cumulative sum of positives, and every positive takes the
-    precision at the *end* of its tie group (found with a reversed ``cummin``).
+    together (one threshold), exactly as scikit-learn does. Only the positives' thresholds
+    add recall, so ``AP_c = (1 / #pos) sum over positives v of #{positives >= v} / #{all >= v}``.
+
+    No sort of the N scores: per column, the positives are sorted (a few percent of N
+    in practice) and every score is binary-searched among them (``torch.searchsorted``);
+    a histogram of the results, summed from the top, gives ``#{all >= v}``. Vectorised
+    over blocks of columns (``_average_precision_block``, about ``_BLOCK_ELEMENTS``
+    scores each), so the extra memory is a few times one block, not of the whole matrix.
 
     Args:
         scores: ``[N, C]`` real scores (only the order within a column matters).
@@ -102,21 +112,41 @@ def average_precision(scores: torch.Tensor, targets: torch.Tensor, *, validate_a
     if validate_args:
         _check_scores(scores, "scores")
         _check_targets(targets, scores.shape)
-    n = scores.shape[0]
-    s, order = torch.sort(scores.detach().to(torch.float64), dim=0, descending=True, stable=True)
-    y = _binary(targets).to(torch.float64).gather(0, order)
-    true_pos = y.cumsum(dim=0)
-    rank = torch.arange(1, n + 1, dtype=torch.float64, device=s.device)[:, None]
-    precision = true_pos / rank
-    # A position ends its tie group when the next score differs (or it is the last row).
-    is_end = torch.ones_like(s, dtype=torch.bool)
-    is_end[:-1] = s[1:] != s[:-1]
-    end_index = torch.where(is_end, torch.arange(n, device=s.device)[:, None].expand_as(s), n)
-    end_index = end_index.flip(0).cummin(dim=0).values.flip(0)  # the end of each row's tie group
-    precision_at_end = precision.gather(0, end_index)
-    positives = y.sum(dim=0)
-    ap = (y * precision_at_end).sum(dim=0) / positives
-    return torch.where(positives > 0, ap, torch.full_like(ap, float("nan")))
+    n, c = scores.shape
+    s, t = scores.detach(), targets.detach()
+    width = max(1, _BLOCK_ELEMENTS // n)
+    # Blocks of whole columns, not samples: a handful of iterations.
+    return torch.cat([_average_precision_block(s[:, j : j + width].T, t[:, j : j + width].T)
+                      for j in range(0, c, width)])
+
+
+def _average_precision_block(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """AP of each row of ``s`` ``[B, N]`` (one category a row) against ``t`` ``[B, N]`` (0/1)."""
+    b, n = s.shape
+    dtype = s.dtype if s.dtype in (torch.float32, torch.float64) else torch.float32  # exact for half types
+    s = s.to(dtype).contiguous()
+    y = t.to(torch.bool)
+    npos = y.sum(dim=1)  # int64 [B]
+    width = max(1, int(npos.max()))
+    # The positives' scores of each row, sorted increasing, padded with +inf to one width.
+    rows, cols = y.nonzero(as_tuple=True)  # row-major: grouped by row
+    slot = torch.arange(len(rows), device=s.device) - (npos.cumsum(0) - npos)[rows]
+    pos = torch.full((b, width), torch.inf, dtype=dtype, device=s.device)
+    pos[rows, slot] = s[rows, cols]
+    pos = pos.sort(dim=1).values
+    del rows, cols, slot, y
+    # bucket(u) = #{j : pos_j <= u}; a score u is >= pos_j exactly when bucket(u) > j. The
+    # +inf padding sorts after every real positive and changes no count for j < #pos.
+    bucket = torch.searchsorted(pos, s, right=True)  # int64 [B, N], in [0, width]
+    bucket += (torch.arange(b, device=s.device) * (width + 1))[:, None]
+    hist = torch.bincount(bucket.reshape(-1), minlength=b * (width + 1)).view(b, width + 1)
+    del bucket
+    at_least = hist.flip(1).cumsum(dim=1).flip(1)[:, 1:]  # [B, width]: #{all scores >= pos_j}
+    true_pos = npos[:, None] - torch.searchsorted(pos, pos, right=False)  # #{positives >= pos_j}
+    real = torch.arange(width, device=s.device)[None, :] < npos[:, None]
+    precision = torch.where(real, true_pos.to(torch.float64) / at_least.clamp_min(1).to(torch.float64), 0.0)
+    ap = precision.sum(dim=1) / npos.to(torch.float64)
+    return torch.where(npos > 0, ap, torch.full_like(ap, float("nan")))
 
 
 def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor, *, validate_args: bool = True) -> float:
