@@ -70,7 +70,7 @@ _LOWER_IS_BETTER = ("loss", "nll", "mae", "rps", "ece", "brier", "error", "entro
 #: substrings of descriptive metrics with no better direction: the realised Average-K set size
 #: is a target to hit (K), not to minimise; a threshold, a count of active scores or of experts
 #: in use describes.
-_NO_DIRECTION = ("set_size", "threshold", "mean_active", "active_experts")
+_NO_DIRECTION = ("set_size", "threshold", "mean_active", "mean_labels", "active_experts")
 
 
 def metric_direction(name: str) -> str:
