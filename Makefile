@@ -20,11 +20,15 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/softloss train $(ARGS)
 
+# Two workers (one per core on the project machines; `-n auto` elsewhere would oversubscribe
+# the end-to-end runs, which use two torch threads each); whole files stay on one worker so
+# module fixtures (a trained run, a DDP run) are built once.
+JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check softloss_cli tests benchmarks

@@ -54,10 +54,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"softloss {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    _one_line_warnings()
     commands = {"train": _train, "list": _list, "eval": _eval, "report": _report}
     if command not in commands:
         return _fail(f"unknown command '{command}'; choose one of: {', '.join(commands)} (softloss --help)", 2)
     return _run_guarded(commands[command], rest)
+
+
+def _one_line_warnings() -> None:
+    """softloss's own warnings print as one line (``softloss: warning: ...``), like its errors,
+    instead of Python's ``file:line: UserWarning`` followed by a line of our source code."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if f"{os.sep}softloss_cli{os.sep}" in str(filename) and os.environ.get("SOFTLOSS_DEBUG") != "1":
+            return f"softloss: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
 
 
 def _run_guarded(fn, args: list[str]) -> int:
@@ -127,9 +143,10 @@ def _compose_without_dotted(args: list[str]):
     """The config composed from the group choices on the command line only."""
     from hydra import compose, initialize_config_dir
 
-    from softloss_cli.catalog import CONFIG_DIR
+    from softloss_cli.catalog import CONFIG_DIR, GROUPS
 
-    groups = [a for a in args if _CHOICE.match(a) and "." not in a.split("=", 1)[0] and not a.startswith("hydra")]
+    # Only real group choices: a misspelt top-level key (`sed=1`) looks like one too.
+    groups = [a for a in args if _CHOICE.match(a) and _CHOICE.match(a).group("group") in GROUPS]
     groups = [g.split(",")[0] for g in groups]  # first value of a sweep
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=groups)

@@ -176,8 +176,9 @@ def evaluate_run(run_dir: Path, overrides: list[str] | None = None, checkpoint: 
 
     t = cfg.trainer
     # The same set-up as fit(): threads, device, precision, seeds (a builder may draw from them).
-    if t.get("threads"):
-        torch.set_num_threads(int(t.threads))
+    threads = t.get("threads") or _trained_threads(run_dir)
+    if threads:
+        torch.set_num_threads(int(threads))
     device = resolve_device(t.device)
     precision = Precision(resolve_precision(t.precision, device), device)
     ckpt.seed_everything(cfg.seed)
@@ -204,11 +205,22 @@ def evaluate_run(run_dir: Path, overrides: list[str] | None = None, checkpoint: 
                                    channels_last, reference=val_out)
         metrics.update(test_metrics)
     if split is None and task.kind == "partial":
-        # As final_evaluation: the training split scored against its partial targets.
+        # As final_evaluation: the training split scored against its partial targets, with the
+        # weights at the end of training.
+        if which != "last":
+            model.load_state_dict(ckpt.load(path.with_name("last.pt"), map_location=device)["model"])
         train_out = to_eval_outputs(predict(model, make_loader(cfg, data, "train", device), precision, channels_last),
-                                    loss_fn, data.train)
+                                    loss_fn, data.train, "train")
         metrics.update({f"train/{k}": v for k, v in compute_metrics(train_out, task, kind="partial").items()})
     return metrics
+
+
+def _trained_threads(run_dir: Path) -> int | None:
+    """The CPU thread count the run trained with (``task.json``), or None for older runs."""
+    try:
+        return int(json.loads((run_dir / "task.json").read_text()).get("torch_threads") or 0) or None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _shape_mismatch(saved: dict, built: dict) -> str:
@@ -230,7 +242,8 @@ def compare(metrics: dict[str, float], reference: dict[str, float]) -> tuple[lis
 
 
 def main(args: list[str]) -> int:
-    opts = _parser().parse_args(args)
+    # Intermixed: overrides may come before or after --checkpoint/--split, as users type them.
+    opts = _parser().parse_intermixed_args(args)
     run_dir = Path(opts.run_dir)
     if not run_dir.is_dir():
         raise SoftlossError(f"{run_dir} does not exist: pass a run directory (e.g. runs/<data>-<loss>/<date>_<time>)")

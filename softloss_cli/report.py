@@ -596,7 +596,7 @@ def _out_dir(paths: list[Path]) -> Path:
 
 
 def main(args: list[str]) -> int:
-    opts = _parser().parse_args(args)
+    opts = _parser().parse_intermixed_args(args)  # PATHs may stand before and after options
     roots = [Path(p) for p in opts.paths]
     run_dirs = find_run_dirs(roots)
     if not run_dirs:

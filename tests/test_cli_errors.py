@@ -150,9 +150,13 @@ def test_non_finite_loss_exit_3_keeps_the_last_good_checkpoint(cli, tmp_path, da
     common = ["data=fake", *TINY, f"paths.data_root={data_root}", f"hydra.run.dir={run}"]
     assert cli("train", *common).returncode == 0
     last = run / "checkpoints" / "last.pt"
+    # Weights that overflow every forward pass (as after a blow-up), then resume for a second
+    # epoch with the run's own config: diverges at once in epoch 2.
+    state = torch.load(last, weights_only=True)
+    state["model"] = {k: (v * 1e30 if v.is_floating_point() else v) for k, v in state["model"].items()}
+    torch.save(state, last)
     digest = hashlib.sha256(last.read_bytes()).hexdigest()
-    # Resume for a second epoch with a logit scale that overflows: diverges in epoch 2.
-    proc = cli("train", *common, "trainer.epochs=2", "trainer.resume=true", "loss.logit_scale=1e30")
+    proc = cli("train", *common, "trainer.epochs=2", "trainer.resume=true")
     message = one_error_line(proc, 3)
     assert message.startswith("non-finite loss at epoch 2, step ")
     assert message.endswith(f"the last good checkpoint is {last}")
@@ -177,6 +181,29 @@ def test_non_finite_loss_in_the_first_epoch_and_debug_traceback(cli, tmp_path, d
 
 @pytest.mark.slow
 def test_bad_value_of_a_known_key_is_one_line(cli, tmp_path, data_root):
-    message = one_error_line(cli("train", "data=fake", *TINY, "optim.lr=-1", f"paths.data_root={data_root}",
+    message = one_error_line(cli("train", "data=fake", *TINY, "seed=abc", f"paths.data_root={data_root}",
                                  f"hydra.run.dir={tmp_path / 'run'}"), 2)
-    assert message == "invalid config (torch.optim.sgd.SGD): Invalid learning rate: -1"
+    assert message == "seed must be an integer, got 'abc'"
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("optim.lr=-1", "optim.lr must be a finite number >= 0, got -1"),
+    ("optim.lr=nan", "optim.lr must be a finite number >= 0, got nan"),
+    ("seed=abc", "seed must be an integer, got 'abc'"),
+    ("seed=1.5", "seed must be an integer, got 1.5"),
+    ("trainer.epochs=abc", "trainer.epochs must be an integer, got 'abc'"),
+    ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),
+    ("trainer.log_every=0", "trainer.log_every must be >= 1, got 0"),
+    ("trainer.threads=0", "trainer.threads must be >= 1, got 0"),
+    ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+    ("data.eval_batch_size=-2", "data.eval_batch_size must be >= 1, got -2"),
+    ("trainer.progress=pony", "trainer.progress must be one of auto, rich, plain, none, got 'pony'"),
+    ("trainer.grad_clip=0", "trainer.grad_clip must be null or a number > 0, got 0"),
+])
+def test_values_of_the_wrong_type_or_range_are_refused_before_work(compose_cfg, override, expected):
+    from softloss_cli.train.loop import check_run_values
+
+    check_run_values(compose_cfg([]))  # the defaults pass
+    with pytest.raises(SoftlossError) as info:
+        check_run_values(compose_cfg([override]))
+    assert str(info.value) == expected

@@ -32,6 +32,9 @@ TINY_DDP = [
     "model=mlp", "sched=constant", "trainer.device=cpu", "trainer.precision=fp32", "trainer.progress=none",
     "data.train_size=512", "data.val_size=130", "data.test_size=131", "data.batch_size=64", "data.eval_batch_size=32",
     "trainer.threads=1",  # as torchrun's processes (OMP_NUM_THREADS=1): the same kernels on both sides
+    # A second head that loss=ce never reads (as the Average-K preset's ce baseline): DDP must
+    # find its unused parameters, or the first backward stops the run.
+    "model.heads=two",
 ]
 
 

@@ -19,11 +19,15 @@ from softloss_cli.errors import SoftlossError
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_root) -> Path:
-    """One tiny run on FakeData (10 classes, 3x32x32), two epochs, shared by this module."""
+    """One tiny run on FakeData (10 classes, 3x32x32), two epochs, shared by this module.
+
+    Trained with one CPU thread, as a joblib sweep worker is: ``eval`` (with the machine's
+    default threads) must still reproduce its numbers bit for bit."""
     run = tmp_path_factory.mktemp("eval") / "run"
     proc = run_cli("train", *TINY, "data=fake", "trainer.epochs=2", f"paths.data_root={data_root}",
-                   f"hydra.run.dir={run}")
+                   f"hydra.run.dir={run}", env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "task.json").read_text())["torch_threads"] == 1
     return run
 
 
@@ -53,7 +57,7 @@ def test_eval_without_overrides_reproduces_metrics_json_exactly(trained, cli):
 
 
 @pytest.mark.slow
-def test_checkpoint_and_split_options(trained, tmp_path):
+def test_checkpoint_and_split_options(trained, tmp_path, cli, data_root):
     saved = json.loads((trained / "metrics.json").read_text())
     test_only = evaluation.evaluate_run(trained, split="test")
     assert test_only == {k: v for k, v in saved.items() if k.startswith("test/")}
@@ -63,6 +67,10 @@ def test_checkpoint_and_split_options(trained, tmp_path):
     assert evaluation.main([str(trained), "--checkpoint", "last", "--split", "val", "--json",
                             "--output", str(out)]) == 0
     assert json.loads(out.read_text()) == last
+    # Overrides may follow the options, as the README and users write them.
+    proc = cli("eval", str(trained), "--checkpoint", "last", "--split", "val", "--json", f"paths.data_root={data_root}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == last
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from softloss_cli.losses.confidence import (
     annealed_temperature,
     entropy_penalty,
     gumbel_softmax_st,
+    load_balance,
     qq_penalty,
 )
 from softloss_cli.metrics import EvalOutputs
@@ -306,3 +307,60 @@ def test_confidence_group_on_a_plain_model_reports_only_decisiveness():
     result = confidence_metrics(out, Task("multiclass", 4))
     assert set(result) == {"decisive_share_90", "decisive_share_99"}
     assert result["decisive_share_90"] == pytest.approx(ref_decisive(torch.softmax(logits, 1), 0.9))
+
+
+# ---------------------------------------------------------------- load balancing
+
+
+def _ref_load_balance(gate_logits: torch.Tensor) -> float:
+    """E * sum_e f_e P_e by loops in float64 (f: argmax shares, P: mean probabilities)."""
+    rows = gate_logits.double().tolist()
+    b, e = len(rows), len(rows[0])
+    probs = []
+    for row in rows:
+        m = max(row)
+        ex = [math.exp(v - m) for v in row]
+        probs.append([v / sum(ex) for v in ex])
+    f = [0.0] * e
+    for row in rows:
+        f[row.index(max(row))] += 1.0 / b
+    mean_p = [sum(p[j] for p in probs) / b for j in range(e)]
+    return e * sum(f[j] * mean_p[j] for j in range(e))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_load_balance_matches_float64_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    gate = torch.randn(64, 4, generator=g) * 3
+    value = load_balance(torch.log_softmax(gate, dim=-1))
+    assert value.item() == pytest.approx(_ref_load_balance(gate), rel=1e-5)
+
+
+def test_load_balance_is_one_when_balanced_and_e_when_collapsed():
+    e = 4
+    balanced = torch.eye(e).repeat(8, 1) * 1e4  # every expert gets a quarter, one-hot gates
+    assert load_balance(torch.log_softmax(balanced, dim=-1)).item() == pytest.approx(1.0)
+    collapsed = torch.zeros(32, e)
+    collapsed[:, 2] = 1e4
+    assert load_balance(torch.log_softmax(collapsed, dim=-1)).item() == pytest.approx(float(e))
+    assert load_balance(torch.zeros(0, e)).item() == 0.0
+
+
+def test_load_balance_gradient_lowers_the_busiest_expert_and_is_finite():
+    gate = torch.tensor([[2.0, 0.0, 0.0], [3.0, 1.0, 0.0], [1.0, 0.5, 0.0], [-1e4, 1e4, 0.0]], requires_grad=True)
+    load_balance(torch.log_softmax(gate, dim=-1)).backward()
+    assert torch.isfinite(gate.grad).all()
+    assert gate.grad[:3, 0].gt(0).all()  # expert 0 takes 3 of 4 samples: descent lowers its logits
+
+
+def test_balance_weight_adds_the_term_on_the_penalty_output():
+    g = torch.Generator().manual_seed(5)
+    logits, gate = torch.randn(16, 6, generator=g), torch.randn(16, 4, generator=g) * 2
+    y = torch.randint(0, 6, (16,), generator=g)
+    plain = CrossEntropyLoss(penalty_on="gate_logits")(logits, y, gate_logits=gate)
+    loss_fn = CrossEntropyLoss(penalty_on="gate_logits", balance_weight=0.25)
+    total = loss_fn(logits, y, gate_logits=gate)
+    assert total.item() == pytest.approx(plain.item() + 0.25 * _ref_load_balance(gate), rel=1e-5)
+    assert loss_fn.last_parts["balance"].item() == pytest.approx(_ref_load_balance(gate), rel=1e-5)
+    with pytest.raises(ValueError, match="balance_weight must be >= 0"):
+        CrossEntropyLoss(balance_weight=-1.0)

@@ -224,7 +224,7 @@ def test_group_threshold_from_reference_applied_to_split():
     own = compute_metrics(val, task)  # the validation split chooses on itself: exactly K on average
     for k in (1, 2, 3, 5):
         assert own[f"avgk_set_size_k{k}"] == pytest.approx(k)
-    assert m["avgk_source_aux"] == 0.0
+    assert m["avgk_source_aux"] == 0.0 and m["avgk_set_source"] == 0.0
 
 
 def test_group_keys_only_for_k_below_c_and_no_oracle_without_posterior():
@@ -243,7 +243,7 @@ def test_group_reads_sets_from_the_multilabel_head_when_asked():
     two_head = _outputs(logits, targets, set_source="aux_logits", aux={"aux_logits": aux_logits})
     m = compute_metrics(two_head, Task("multiclass", 6))
     lam = ak.avgk_threshold(aux_logits, 2)
-    assert m["avgk_source_aux"] == 1.0
+    assert m["avgk_source_aux"] == 1.0 and m["avgk_set_source"] == 2.0
     assert m["avgk_acc_k2"] == ak.avgk_accuracy(aux_logits, targets, lam)
     assert m["avgk_threshold_k2"] == pytest.approx(1 / (1 + math.exp(-lam)))
     with pytest.raises(ValueError, match="set_source is 'aux_logits' but the outputs have no aux_logits"):
@@ -319,3 +319,15 @@ def test_classification_group_normalises_sigmoid_rows():
     assert m["brier"] == pytest.approx(cm.brier(probs, targets))
     assert m["mean_max_prob"] == pytest.approx(cm.mean_max_prob(probs))
     assert m["accuracy"] == cm.accuracy(out.scores, targets)
+
+
+def test_descriptive_average_k_metrics_have_no_direction():
+    from softloss_cli.metrics import metric_direction
+
+    for name in ("avgk_set_size_k2", "avgk_threshold_k2", "avgk_empty_rate_k2", "avgk_source_aux",
+                 "avgk_set_source", "avgk_oracle_acc_k2", "avgk_oracle_macro_acc_k2",
+                 "avgk_oracle_head_acc_k2", "avgk_oracle_tail_acc_k3"):
+        assert metric_direction(f"test/{name}") == "none", name
+    assert metric_direction("test/avgk_oracle_gap_k2") == "lower"
+    assert metric_direction("test/avgk_acc_k2") == "higher"
+    assert metric_direction("test/avgk_tail_acc_k2") == "higher"

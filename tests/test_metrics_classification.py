@@ -73,8 +73,8 @@ def _ref_topk(scores: torch.Tensor, targets: torch.Tensor, k: int) -> float:
     s, y = scores.tolist(), targets.tolist()
     hits = 0
     for row, t in zip(s, y):
-        higher = sum(1 for v in row if v > row[t])
-        hits += higher < k
+        rank = sum(1 for c, v in enumerate(row) if v > row[t] or (v == row[t] and c < t))
+        hits += rank < k
     return hits / len(s)
 
 
@@ -201,16 +201,24 @@ def test_argmax_ties_take_the_first_class():
     assert rb.count[4].item() == 1 and rb.accuracy[4].item() == 0.0  # conf 0.45 is in (0.4, 0.5]
 
 
-def test_topk_ties_favour_the_true_class():
+def test_topk_ties_break_by_class_index():
     scores = torch.tensor([[1.0, 1.0, 1.0, 0.0], [2.0, 1.0, 1.0, 0.0], [2.0, 2.0, 1.0, 1.0]])
-    # row 0: nothing strictly above class 2 -> top-1 hit even though argmax is class 0.
-    # row 1: one class above class 2 -> hit for k >= 2.  row 2: two above class 3 -> k >= 3.
+    # row 0: classes 0 and 1 tie with class 2 and come first -> rank 2, a hit for k >= 3.
+    # row 1: class 0 above, class 1 ties and comes first -> rank 2.  row 2: three before class 3.
     y = torch.tensor([2, 2, 3])
-    assert cm.topk_accuracy(scores, y, 1) == pytest.approx(1 / 3)
-    assert cm.topk_accuracy(scores, y, 2) == pytest.approx(2 / 3)
-    assert cm.topk_accuracy(scores, y, 3) == 1.0
-    assert cm.accuracy(scores, y) == 0.0  # argmax ties are not resolved in the target's favour
-    assert cm.topk_accuracy(torch.zeros(4, 6), torch.tensor([0, 2, 4, 5]), 1) == 1.0
+    assert cm.topk_accuracy(scores, y, 1) == 0.0
+    assert cm.topk_accuracy(scores, y, 2) == 0.0
+    assert cm.topk_accuracy(scores, y, 3) == pytest.approx(2 / 3)
+    assert cm.topk_accuracy(scores, y, 4) == 1.0
+    # k = 1 is accuracy (argmax takes the first of tied classes), also with ties.
+    g = torch.Generator().manual_seed(0)
+    tied = torch.randint(0, 2, (500, 5), generator=g).float()
+    yt = torch.randint(0, 5, (500,), generator=g)
+    assert cm.topk_accuracy(tied, yt, 1) == cm.accuracy(tied, yt)
+    # A collapsed model (all scores equal) is right only for class 0 at k = 1, classes < k in general.
+    yz = torch.tensor([0, 2, 4, 5])
+    assert cm.topk_accuracy(torch.zeros(4, 6), yz, 1) == pytest.approx(1 / 4)
+    assert cm.topk_accuracy(torch.zeros(4, 6), yz, 3) == pytest.approx(2 / 4)
 
 
 def test_ece_bin_edges_are_right_inclusive():
@@ -244,7 +252,8 @@ def test_all_correct_and_all_wrong():
     assert cm.brier(onehot, y) == 0.0 and cm.brier(wrong, y) == 2.0
     assert cm.ece(onehot, y) == 0.0 and cm.ece(wrong, y) == 1.0
     assert cm.topk_accuracy(wrong, y, 1) == 0.0
-    assert cm.topk_accuracy(wrong, y, 2) == 1.0  # one class strictly above the true one
+    runner_up = wrong + 0.5 * onehot  # the true class second everywhere
+    assert cm.topk_accuracy(runner_up, y, 1) == 0.0 and cm.topk_accuracy(runner_up, y, 2) == 1.0
     uniform = torch.full((n, c), 1 / c)
     assert cm.brier(uniform, y) == pytest.approx(1 - 1 / c)
 
@@ -340,10 +349,10 @@ BASE = {"accuracy", "nll", "brier", "ece", "mean_max_prob", "mean_entropy"}
     "c, topk",
     [
         (1, set()),
-        (2, set()),
-        (3, {"topk_acc_k2"}),
-        (5, {"topk_acc_k2", "topk_acc_k3"}),
-        (6, {"topk_acc_k2", "topk_acc_k3", "topk_acc_k5"}),
+        (2, {"topk_acc_k1"}),
+        (3, {"topk_acc_k1", "topk_acc_k2"}),
+        (5, {"topk_acc_k1", "topk_acc_k2", "topk_acc_k3"}),
+        (6, {"topk_acc_k1", "topk_acc_k2", "topk_acc_k3", "topk_acc_k5"}),
     ],
 )
 def test_compute_metrics_names(monkeypatch, c, topk):

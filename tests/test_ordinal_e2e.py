@@ -84,7 +84,8 @@ def test_ordinal_loss_on_multiclass_data_warns_and_trains(tmp_path, data_root):
                    "loss=rps", "data=digits")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
-    assert "loss=rps is an ordinal loss and data=digits is multiclass" in output
+    assert "softloss: warning: loss=rps is an ordinal loss and data=digits is multiclass" in proc.stderr
+    assert "UserWarning" not in proc.stderr  # one line, no file:line and source line
     metrics = json.loads((run / "metrics.json").read_text())
     assert "test/accuracy" in metrics and "test/mae" not in metrics  # ordinal metrics need ordinal data
 

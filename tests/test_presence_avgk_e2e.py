@@ -191,6 +191,7 @@ def test_average_k_two_head_run_end_to_end(tiny_train):
     proc, run = tiny_train("experiment=average_k", "loss=two_head")
     m = _metrics(run)
     assert m["test/avgk_source_aux"] == 1.0 and m["val/avgk_source_aux"] == 1.0
+    assert m["test/avgk_set_source"] == 2.0
     for previous, k in zip((1, 1, 2, 3), (1, 2, 3, 5)):
         for name in ("acc", "macro_acc", "set_size", "threshold", "oracle_acc", "oracle_gap", "head_acc", "tail_acc"):
             assert math.isfinite(m[f"test/avgk_{name}_k{k}"])
@@ -214,6 +215,7 @@ def test_average_k_preset_multirun(cli, tmp_path, data_root):
     assert len(jobs) == 1
     m = _metrics(jobs[0])
     assert m["test/avgk_source_aux"] == 0.0  # a sigmoid baseline: sets from its own (main) head
+    assert m["test/avgk_set_source"] == 1.0  # ... and from its sigmoids
     assert 0.0 < m["test/avgk_threshold_k1"] < 1.0
     assert "heads: two" in (jobs[0] / ".hydra" / "config.yaml").read_text()
 

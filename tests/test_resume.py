@@ -42,6 +42,16 @@ def test_one_epoch_then_resume_equals_two_epochs(tiny_train, tmp_path, extra):
     resumed_dir = tmp_path / "resumed"
     tiny_train(*SMALL, *extra, "sched=constant", "trainer.epochs=1", run_dir=resumed_dir)
     assert json.loads((resumed_dir / "history.jsonl").read_text())["epoch"] == 0
+    if not extra:
+        # Resuming with another config is refused in one line, and the run's .hydra/ (which
+        # Hydra overwrites on start) is put back as it was.
+        saved = {n: (resumed_dir / ".hydra" / n).read_text() for n in ("config.yaml", "overrides.yaml")}
+        proc, _ = tiny_train(*SMALL, "sched=constant", "trainer.epochs=2", "trainer.resume=true", "optim.lr=0.5",
+                             run_dir=resumed_dir, check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().startswith(
+            "softloss: error: trainer.resume=true with another config than the run's (optim.lr: 0.05 -> 0.5)")
+        assert {n: (resumed_dir / ".hydra" / n).read_text() for n in saved} == saved
     tiny_train(*SMALL, *extra, "sched=constant", "trainer.epochs=2", "trainer.resume=true", run_dir=resumed_dir)
     _same_outputs(tmp_path / "straight", resumed_dir)
     assert len(list((resumed_dir / "tb").iterdir())) == 2  # one events file per launch

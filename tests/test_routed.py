@@ -325,6 +325,7 @@ GATE_MODES = {
     "qq_penalty": ("softmax", 1.0, "qq", None),
     "entropy": ("softmax", 1.0, "entropy", None),
     "gumbel_st": ("gumbel_st", 1.0, None, 0.0),
+    "qq_balance": ("softmax", 1.0, "qq", None),
 }
 
 
@@ -341,12 +342,13 @@ def test_confidence_experiment_gate_modes(compose_cfg, gate):
         assert cfg.loss.penalty_weight == weight
     loss = instantiate(cfg.loss)
     assert loss.penalty_name == penalty
+    assert (loss.balance_weight > 0) == (gate == "qq_balance")
     model = instantiate(cfg.model, input_shape=[1, cfg.data.image_size, cfg.data.image_size],
                         num_classes=cfg.data.num_classes)
     assert model.router == router and model.gate_temperature == temperature
 
 
-def test_confidence_experiment_sweeps_five_treatments_and_three_seeds(compose_cfg):
+def test_confidence_experiment_sweeps_six_treatments_and_three_seeds(compose_cfg):
     cfg = compose_cfg(["experiment=confidence"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert params["gate"].split(",") == list(GATE_MODES)

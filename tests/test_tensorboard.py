@@ -108,6 +108,10 @@ def test_custom_scalars_layout_follows_the_task_kind():
     multiclass = scalars_layout({"val/accuracy": 0.1, "val/nll": 3.0, "val/ece": 0.1})
     assert list(multiclass["headline (train / val / test)"]) == ["accuracy", "nll", "ece"]
     assert multiclass["training"]["loss"] == ["Multiline", [r"^train/(loss|epoch_loss)$"]]
+    # A scenario dataset charts its own headline metrics, not the generic multiclass ones.
+    routing = scalars_layout({"val/accuracy": 0.1, "val/nll": 3.0, "val/hard_route_acc": 0.5,
+                              "val/gate_mean_entropy": 0.2}, "routing_images")
+    assert list(routing["headline (train / val / test)"]) == ["accuracy", "gate_mean_entropy", "hard_route_acc"]
 
 
 def test_hparam_values_keys_and_types(compose_cfg):

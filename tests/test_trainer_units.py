@@ -173,3 +173,30 @@ def test_ce_loss_matches_a_float64_reference_and_is_finite_for_huge_logits():
         CrossEntropyLoss(reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing"):
         CrossEntropyLoss(label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_on_cuda_follows_native_bf16(monkeypatch, capability, expected):
+    """V100/T4 (7.x) emulate bf16: auto must pick fp16 + GradScaler there, bf16 from Ampere on."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+    assert resolve_precision("auto", torch.device("cuda:0")) == expected
+
+
+def test_non_finite_model_outputs_are_a_divergence():
+    """A finite training loss with weights that overflow at evaluation: a recorded divergence,
+    not a ValueError from inside a metric."""
+    from softloss_cli.errors import DivergedError
+    from softloss_cli.train.evaluate import to_eval_outputs
+
+    loss = CrossEntropyLoss()
+    good = {"logits": torch.randn(4, 3), "targets": torch.tensor([0, 1, 2, 0])}
+    assert to_eval_outputs(good, loss, None).scores.shape == (4, 3)
+    bad = {**good, "logits": torch.tensor([[float("inf"), 0.0, 0.0]] * 4)}
+    with pytest.raises(DivergedError, match=r"non-finite model outputs on the val split \(4 non-finite values in logits\)"):
+        to_eval_outputs(bad, loss, None, "val")
+    aux_bad = {**good, "aux_logits": torch.full((4, 3), float("nan"))}
+    with pytest.raises(DivergedError, match="12 non-finite values in aux_logits"):
+        to_eval_outputs(aux_bad, loss, None, "test")

@@ -73,6 +73,9 @@ class SoftmaxLoss(ClassificationLoss):
         penalty_weight: weight of the penalty's batch mean, added to the main term.
         penalty_on: ``'logits'`` or the name of an auxiliary output (``'gate_logits'``)
             the penalty is computed on.
+        balance_weight: weight of the batch load-balancing term (``confidence.load_balance``,
+            ``E * sum_e f_e P_e``) on the same ``penalty_on`` output; 0 (default) = off.
+            One scalar per batch: with ``reduction='none'`` it is added to every sample.
         reduction: ``'mean'`` (default) | ``'sum'`` | ``'none'`` over the batch.
     """
 
@@ -82,6 +85,7 @@ class SoftmaxLoss(ClassificationLoss):
         penalty: str | None = None,
         penalty_weight: float = 0.0,
         penalty_on: str = "logits",
+        balance_weight: float = 0.0,
         reduction: str = "mean",
     ):
         super().__init__(reduction)
@@ -92,6 +96,9 @@ class SoftmaxLoss(ClassificationLoss):
         self.penalty_fn = PENALTIES.get(penalty) if self.penalty_name else None
         self.penalty_weight = float(penalty_weight)
         self.penalty_on = penalty_on
+        if balance_weight < 0:
+            raise ValueError(f"balance_weight must be >= 0, got {balance_weight}")
+        self.balance_weight = float(balance_weight)
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         raise NotImplementedError
@@ -118,6 +125,13 @@ class SoftmaxLoss(ClassificationLoss):
                 pen = reduce_loss(self.penalty_fn(torch.log_softmax(source, dim=-1)), self.reduction)
                 parts["penalty"] = pen.detach()
                 loss = loss + self.penalty_weight * pen
+            if self.balance_weight:
+                from softloss_cli.losses.confidence import load_balance  # confidence imports this module
+
+                source = z if self.penalty_on == "logits" else self._penalty_source(aux32)
+                balance = load_balance(torch.log_softmax(source, dim=-1))
+                parts["balance"] = balance.detach()
+                loss = loss + self.balance_weight * balance
         self.last_parts = parts
         return loss
 

@@ -1,13 +1,15 @@
 """Confidence shaping: penalties that make a softmax decisive, and a Gumbel-softmax router.
 
 The scenario (DESIGN.md, "confidence"): a softmax over E branches routes each input and
-must pick ONE branch, not a mixture. Four tools, each usable on the task's logits or on a
+must pick ONE branch, not a mixture. Five tools, each usable on the task's logits or on a
 router's gate:
 
 - temperature / alpha sharpening ``softmax(alpha * z)``: ``logit_scale`` of every
   ``SoftmaxLoss`` (``loss.logit_scale=4``) and ``gate_temperature`` of ``model=routed_experts``;
 - the bounded penalty ``qq`` and the entropy penalty ``entropy``, registered in
   ``PENALTIES``: ``loss.penalty=qq loss.penalty_weight=0.5 loss.penalty_on=gate_logits``;
+- a batch-level load-balancing term (``load_balance``, ``loss.balance_weight``) that keeps a
+  decisive router from collapsing onto one expert;
 - Gumbel-softmax with straight-through hard samples (``gumbel_softmax_st``) and its
   annealed temperature (``annealed_temperature``), used by the router of ``routed_experts``.
 
@@ -25,7 +27,7 @@ import torch
 
 from softloss_cli.losses.base import PENALTIES
 
-__all__ = ["annealed_temperature", "entropy_penalty", "gumbel_softmax_st", "qq_penalty"]
+__all__ = ["annealed_temperature", "entropy_penalty", "gumbel_softmax_st", "load_balance", "qq_penalty"]
 
 
 def _finite_log_probs(log_probs: torch.Tensor) -> torch.Tensor:
@@ -88,6 +90,32 @@ def entropy_penalty(log_probs: torch.Tensor) -> torch.Tensor:
     """
     lp = _finite_log_probs(log_probs)
     return -(torch.exp(lp) * lp).sum(dim=-1)
+
+
+def load_balance(log_probs: torch.Tensor) -> torch.Tensor:
+    """Switch Transformer's load-balancing term ``E * sum_e f_e * P_e`` over a batch (a scalar).
+
+    ``P_e = mean_b p_be`` is the mean routing probability of expert e and ``f_e`` the share of
+    the batch whose argmax route is e (a count: no gradient flows through it), as in Fedus et
+    al., https://arxiv.org/abs/2101.03961, eq. 4. It is 1 when the batch is spread evenly
+    over the E experts and E when every sample goes to one expert; its gradient lowers the
+    probability of the busiest experts. A per-sample decisiveness pressure (``qq``,
+    ``entropy``, a low temperature) alone can be met by sending every sample to the same
+    expert (a collapsed router); with this term the cheapest decisive gate is one that
+    splits the batch, so the experts must specialise.
+
+    Args:
+        log_probs: ``[B, E]`` log-probabilities of the gate, any float dtype.
+
+    Returns a float32 scalar in ``[1, E]`` (0 for an empty batch).
+    """
+    lp = _finite_log_probs(log_probs)
+    b, e = lp.shape
+    if b == 0:
+        return lp.sum() * 0.0
+    p = torch.exp(lp)
+    f = torch.bincount(lp.detach().argmax(dim=-1), minlength=e).to(p.dtype) / b
+    return e * torch.dot(f, p.mean(dim=0))
 
 
 PENALTIES.register("qq", "bounded penalty sum(q - q^2), q = p^(log 2/log C): max at uniform, 0 at one-hot")(qq_penalty)

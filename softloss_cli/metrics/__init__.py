@@ -69,8 +69,11 @@ _LOWER_IS_BETTER = ("loss", "nll", "mae", "rps", "ece", "brier", "error", "entro
                     "violation", "emd")
 #: substrings of descriptive metrics with no better direction: the realised Average-K set size
 #: is a target to hit (K), not to minimise; a threshold, a count of active scores or of experts
-#: in use describes.
-_NO_DIRECTION = ("set_size", "threshold", "mean_active", "mean_labels", "active_experts")
+#: in use describes; so do the share of empty Average-K sets, which head the sets came from, and
+#: the Bayes oracle's own accuracies (a property of the data; its *gap* to a run stays lower).
+_NO_DIRECTION = ("set_size", "threshold", "mean_active", "mean_labels", "active_experts", "empty_rate",
+                 "set_source", "source_aux", "oracle_acc", "oracle_macro", "oracle_head", "oracle_medium",
+                 "oracle_tail")
 
 
 def metric_direction(name: str) -> str:

@@ -387,7 +387,9 @@ def average_k_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None 
     """Average-K metrics of a multiclass split, for K in (1, 2, 3, 5) with ``K < C``.
 
     Sets come from ``set_scores`` (the multi-label head for ``two_head``, else the main
-    head); ``avgk_source_aux`` is 1 when the multi-label head was used, 0 otherwise. The
+    head); ``avgk_source_aux`` is 1 when the multi-label head was used, 0 otherwise, and
+    ``avgk_set_source`` says which scores made the sets: 0 the softmax of the main head, 1 the
+    sigmoids of the main head (multi-label baselines), 2 the multi-label head. The
     threshold is chosen on ``reference`` (the validation outputs, when the test split is
     scored), or on this split when ``reference`` is None (the validation split itself).
     Per K:
@@ -444,7 +446,8 @@ def average_k_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None 
         mass = posterior.to(torch.float64).sum(dim=0)  # expected labels per class
         present = torch.bincount(targets.to(torch.int64).cpu(), minlength=c) > 0
 
-    result: dict[str, float] = {"avgk_source_aux": float(from_aux)}
+    set_source = 2.0 if from_aux else (1.0 if outputs.info.get("activation") == "sigmoid" else 0.0)
+    result: dict[str, float] = {"avgk_source_aux": float(from_aux), "avgk_set_source": set_source}
     # One pass over the scores for every K's set sizes; the true-label scores gathered once.
     all_sizes = _set_sizes(scores, [thresholds[k] for k in ks])
     true_score = scores.detach().gather(1, targets.to(scores.device, torch.int64)[:, None]).squeeze(1)

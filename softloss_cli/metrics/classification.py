@@ -40,7 +40,7 @@ __all__ = [
     "topk_accuracy",
 ]
 
-TOPK_KS = (2, 3, 5)
+TOPK_KS = (1, 2, 3, 5)
 
 
 # --------------------------------------------------------------------------- validation
@@ -133,8 +133,8 @@ def accuracy(scores: torch.Tensor, targets: torch.Tensor, *, validate_args: bool
         validate_args: check shapes, dtypes and ranges first.
 
     Ties: the predicted class is ``torch.argmax``'s first maximal index, so a sample whose
-    true class ties with a lower-indexed class counts as wrong. (``topk_accuracy(k=1)``
-    uses the optimistic rule instead and may be higher under ties.)
+    true class ties with a lower-indexed class counts as wrong; ``topk_accuracy(k=1)`` uses
+    the same rule and always equals this.
 
     Returns the mean over samples, a float in [0, 1].
     """
@@ -150,7 +150,7 @@ def topk_accuracy(
 ) -> float:
     """Top-k accuracy: share of samples whose true class is among the k highest scores.
 
-    ``(1/N) sum_i 1[ #{c : s_ic > s_iy_i} < k ]``
+    ``(1/N) sum_i 1[ #{c : s_ic > s_iy} + #{c < y_i : s_ic = s_iy} < k ]``
 
     Args:
         scores: ``[N, C]`` real scores (logits or probabilities).
@@ -158,11 +158,11 @@ def topk_accuracy(
         k: number of guesses, an int in ``[1, C]`` (``k = C`` always gives 1.0).
         validate_args: check shapes, dtypes, ranges and ``k`` first.
 
-    Ties (our choice): the true class counts as in the top k when fewer than k classes have
-    a *strictly* higher score, i.e. ties are resolved in the true class's favour. This is
-    independent of class order, but optimistic: with all scores equal every sample is a hit.
-    scikit-learn's ``top_k_accuracy_score`` breaks ties by index instead; the two agree
-    whenever scores have no ties.
+    Ties (our choice): broken by class index, the lower index ranking first, as ``argmax``
+    does, so ``k = 1`` equals ``accuracy`` and a collapsed model (all scores equal) gets
+    ``k / C`` on balanced data, not 1.0. The true class's rank is counted directly (one
+    comparison pass over ``[N, C]``, no sort). With no ties this equals scikit-learn's
+    ``top_k_accuracy_score``.
 
     Returns the mean over samples, a float in [0, 1].
     """
@@ -173,8 +173,9 @@ def topk_accuracy(
     s = scores.detach()
     y = targets.to(s.device, torch.int64)
     true_score = s.gather(1, y[:, None])
-    n_higher = (s > true_score).sum(dim=1)
-    return (n_higher < k).to(torch.float64).mean().item()
+    before = torch.arange(s.shape[1], device=s.device)[None, :] < y[:, None]
+    rank = ((s > true_score) | ((s == true_score) & before)).sum(dim=1)
+    return (rank < k).to(torch.float64).mean().item()
 
 
 def nll(logits: torch.Tensor, targets: torch.Tensor, *, validate_args: bool = True) -> float:
@@ -365,8 +366,9 @@ def classification_metrics(
     """The general metrics of every single-label split (multiclass, ordinal, partial's base kind).
 
     Returns ``accuracy``, ``nll``, ``brier``, ``ece`` (15 bins), ``mean_max_prob``,
-    ``mean_entropy`` and ``topk_acc_k{K}`` for K in (2, 3, 5) where ``K < C`` (``K = C``
-    would always be 1.0).
+    ``mean_entropy`` and ``topk_acc_k{K}`` for K in (1, 2, 3, 5) where ``K < C`` (``K = C``
+    would always be 1.0; ``topk_acc_k1`` equals ``accuracy`` and is written so that the
+    Average-K tables can set ``avgk_acc_k{K}`` beside ``topk_acc_k{K}`` for every K).
 
     Probability metrics (brier, ece, mean_max_prob, mean_entropy) use ``outputs.scores``
     with every row divided by its sum (in float64): a no-op up to rounding for softmax

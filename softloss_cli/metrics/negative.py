@@ -1,7 +1,7 @@
 """Metrics of a training split with negative labels (task kind ``partial``).
 
 ``train/loop.py:final_evaluation`` scores the training split of a partial task with the
-best checkpoint and prefixes ``train/``: ``train/neg_violation_rate`` is the share of
+last checkpoint (the end of training) and prefixes ``train/``: ``train/neg_violation_rate`` is the share of
 samples labelled "not l" that the model still predicts as l. Validation and test splits
 keep true labels and get the usual metrics (accuracy, NLL, ECE...).
 

@@ -50,3 +50,38 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+#: keys a resumed run may change: how long it trains and how it shows or runs, not what it learns.
+RESUME_MAY_CHANGE = ("trainer.epochs", "trainer.resume", "trainer.progress", "trainer.log_every",
+                     "trainer.threads", "trainer.compile")
+
+
+def run_files(run_dir: Path) -> dict[str, str]:
+    """The texts of the run's ``.hydra/{config,overrides}.yaml``, kept in ``last.pt`` so that a
+    refused resume (another config) can put back what Hydra overwrote on start."""
+    files = {}
+    for name in ("config.yaml", "overrides.yaml"):
+        path = run_dir / ".hydra" / name
+        if path.is_file():
+            files[name] = path.read_text()
+    return files
+
+
+def config_differences(saved_yaml: str, cfg) -> list[str]:
+    """``key: saved -> now`` for every leaf where ``cfg`` differs from the run's saved config,
+    leaving out ``RESUME_MAY_CHANGE``, ``paths.*`` and ``hydra.*``."""
+    from omegaconf import OmegaConf
+
+    def flat(node, prefix=""):
+        out = {}
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            out.update(flat(value, name + ".") if isinstance(value, dict) else {name: value})
+        return out
+
+    saved = flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=False))
+    now = flat(OmegaConf.to_container(cfg, resolve=False))
+    skip = lambda k: k in RESUME_MAY_CHANGE or k.startswith(("paths.", "hydra."))  # noqa: E731
+    return [f"{k}: {saved.get(k, '(absent)')} -> {now.get(k, '(absent)')}"
+            for k in sorted(saved.keys() | now.keys()) if not skip(k) and saved.get(k) != now.get(k)]

@@ -100,14 +100,19 @@ class DistEnv:
                 f"{self.world_size} processes of this DDP run")
         return global_batch // self.world_size
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model DDP trains (the plain model is kept for evaluation and checkpoints)."""
+    def wrap(self, model: torch.nn.Module, find_unused: bool = False) -> torch.nn.Module:
+        """The model DDP trains (the plain model is kept for evaluation and checkpoints).
+
+        ``find_unused``: some parameters get no gradient in a step (a second head that the
+        loss does not read, e.g. the Average-K preset's ``model.heads=two`` with ``loss=ce``);
+        DDP must then look for them after each backward or it stops waiting for their grads.
+        """
         if not self.distributed:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
     def sync_bn(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.distributed or self.device.type != "cuda":

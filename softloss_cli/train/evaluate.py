@@ -8,6 +8,7 @@ import contextlib
 import torch
 
 from softloss_cli.data.base import TensorSplit
+from softloss_cli.errors import DivergedError
 from softloss_cli.metrics import EvalOutputs
 
 
@@ -62,9 +63,20 @@ def metric_threads(outputs: EvalOutputs):
             torch.set_num_threads(threads)
 
 
-def to_eval_outputs(pred: dict[str, torch.Tensor], loss_fn, split) -> EvalOutputs:
+def to_eval_outputs(pred: dict[str, torch.Tensor], loss_fn, split, name: str = "evaluated") -> EvalOutputs:
     """Scores from the loss's activation; logits scaled by its ``logit_scale`` (softmax losses),
-    so that ``softmax(outputs.logits) == outputs.scores``."""
+    so that ``softmax(outputs.logits) == outputs.scores``.
+
+    Raises ``DivergedError`` when a model output is not finite: the training loss can stay
+    finite while the weights grow until a forward pass overflows (``negated_ce`` in fp16), and
+    that run has diverged; it must be recorded so, not fail inside a metric.
+    """
+    for key, value in pred.items():
+        if key != "targets" and not key.startswith("extra/") and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise DivergedError(f"non-finite model outputs on the {name} split ({bad} non-finite values in "
+                                    f"{key}): the weights overflowed; the last good checkpoint is kept")
     logits = pred["logits"] * getattr(loss_fn, "logit_scale", 1.0)
     scores = torch.sigmoid(logits) if loss_fn.activation == "sigmoid" else torch.softmax(logits, dim=-1)
     aux = {k: v for k, v in pred.items() if k not in ("logits", "targets") and not k.startswith("extra/")}

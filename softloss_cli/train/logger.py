@@ -35,10 +35,12 @@ _NOT_HPARAMS = re.compile(r"^(hydra\..*|hydra/.*|paths\..*|trainer\.(progress|lo
 class RunLogger:
     """TensorBoard + ``history.jsonl`` for one run directory (rank 0 only)."""
 
-    def __init__(self, run_dir: Path, config_yaml: str, resume_step: int | None = None, start_epoch: int = 0):
+    def __init__(self, run_dir: Path, config_yaml: str, resume_step: int | None = None, start_epoch: int = 0,
+                 data_name: str | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
+        self.data_name = data_name  # a scenario dataset has its own headline charts
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
         self.history_path = run_dir / "history.jsonl"
         self._layout_written = False
@@ -62,7 +64,7 @@ class RunLogger:
         if not self._layout_written:
             # Written as soon as the validation metric names are known, so a run in progress
             # already has its charts; the same layout of every run is merged by TensorBoard.
-            self.writer._get_file_writer().add_summary(_custom_scalars(scalars_layout(values)))
+            self.writer._get_file_writer().add_summary(_custom_scalars(scalars_layout(values, self.data_name)))
             self._layout_written = True
         record = {"epoch": epoch, "step": step, "time": time.time(), **values}
         with self.history_path.open("a") as f:
@@ -113,11 +115,12 @@ class RunLogger:
 # --------------------------------------------------------------------------- layout and hparams
 
 
-def scalars_layout(values: dict[str, float]) -> dict:
+def scalars_layout(values: dict[str, float], data_name: str | None = None) -> dict:
     """Custom-scalars layout for a run whose per-epoch values are ``values``.
 
-    Category "headline": for each headline metric of the task kind (``report.HEADLINE``,
-    the kind inferred from the metric names) that the run validates, one multiline chart
+    Category "headline": for each headline metric of the dataset (``report.DATA_HEADLINE``,
+    e.g. the routing metrics of ``routing_images``) or else of the task kind
+    (``report.HEADLINE``, the kind inferred from the metric names) that the run validates, one multiline chart
     of ``train/``, ``val/`` and ``test/`` (tags are regular expressions). Category
     "training": the step and epoch losses, the learning rate and the throughput.
     """
@@ -125,7 +128,7 @@ def scalars_layout(values: dict[str, float]) -> dict:
 
     names = [n for n in values if n.startswith("val/")]
     bare = {n.split("/", 1)[1] for n in names}
-    wanted = [m for m in headline_metrics(infer_kind(names)) if m in bare]
+    wanted = [m for m in headline_metrics(infer_kind(names), data_name) if m in bare]
     wanted = wanted or sorted(bare)[:4]
     headline = {m: ["Multiline", [rf"^(train|val|test)/{re.escape(m)}$"]] for m in wanted}
     training = {
@@ -227,21 +230,30 @@ def _run_choices() -> dict:
 
 
 def write_task(path: Path, task) -> None:
-    """``task.json``: the task the run trained on (read by ``softloss report``)."""
+    """``task.json``: the task the run trained on (read by ``softloss report``), and the CPU
+    thread count it ran with (``softloss eval`` reuses it: float reductions split over another
+    number of threads round differently, so a sweep job trained with one thread per worker
+    would not be reproduced to the last digit with two)."""
+    import torch
+
     record = {"kind": task.kind, "eval_kind": task.eval_kind, "num_classes": task.num_classes,
               "class_names": list(task.class_names),
-              "label_values": list(task.label_values) if task.label_values is not None else None}
+              "label_values": list(task.label_values) if task.label_values is not None else None,
+              "torch_threads": torch.get_num_threads()}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
+
+
+PROGRESS_MODES = ("auto", "rich", "plain", "none")
 
 
 class Progress:
     """A rich progress bar per epoch on a terminal, plain lines otherwise (or nothing)."""
 
     def __init__(self, mode: str = "auto"):
-        if mode not in ("auto", "rich", "plain", "none"):
-            raise ValueError(f"trainer.progress must be auto, rich, plain or none, got {mode!r}")
+        if mode not in PROGRESS_MODES:
+            raise ValueError(f"trainer.progress must be one of {', '.join(PROGRESS_MODES)}, got {mode!r}")
         if mode == "auto":
             mode = "rich" if sys.stdout.isatty() else "plain"
         self.mode = mode

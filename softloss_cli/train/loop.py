@@ -4,6 +4,7 @@ then evaluate the best checkpoint on val and test and write the run's files."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from softloss_cli.metrics import compute_metrics, lower_is_better
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed
 from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
-from softloss_cli.train.logger import Progress, RunLogger
+from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
 from softloss_cli.train.precision import Precision, resolve_precision
 
 DEFAULT_MONITOR = {"multiclass": "val/accuracy", "ordinal": "val/accuracy", "multilabel": "val/map"}
@@ -59,7 +60,7 @@ def make_loader(cfg, data, split: str, device, shuffle=False, rank=0, world_size
 def evaluate(model, loader, loss_fn, precision, split_name, task, channels_last, reference=None, dist=None):
     """Metrics ``{split}/{name}`` for one split, plus the raw outputs (for predictions/ and test).
     Under DDP (``dist``) the loader holds this rank's shard and the metrics are the whole split's."""
-    outputs = to_eval_outputs(predict(model, loader, precision, channels_last, dist), loss_fn, loader.split)
+    outputs = to_eval_outputs(predict(model, loader, precision, channels_last, dist), loss_fn, loader.split, split_name)
     with metric_threads(outputs):
         metrics = compute_metrics(outputs, task, reference)
     return {f"{split_name}/{k}": v for k, v in metrics.items()}, outputs
@@ -82,8 +83,38 @@ def compile_backend(value) -> str:
     return str(value)
 
 
+def check_run_values(cfg: DictConfig) -> None:
+    """Refuse, in one line naming the key, values that are wrong for their key's type or range
+    (``seed=abc``, ``trainer.epochs=0``, ``data.batch_size=0``...) before any work starts."""
+
+    def integer(key: str, value, minimum: int | None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SoftlossError(f"{key} must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise SoftlossError(f"{key} must be >= {minimum}, got {value}")
+
+    integer("seed", cfg.seed, None)
+    t = cfg.trainer
+    integer("trainer.epochs", t.epochs, 1)
+    integer("trainer.log_every", t.log_every, 1)
+    if t.get("threads") is not None:
+        integer("trainer.threads", t.threads, 1)
+    integer("data.batch_size", cfg.data.batch_size, 1)
+    if cfg.data.get("eval_batch_size") is not None:
+        integer("data.eval_batch_size", cfg.data.eval_batch_size, 1)
+    if t.progress not in PROGRESS_MODES:
+        raise SoftlossError(f"trainer.progress must be one of {', '.join(PROGRESS_MODES)}, got {t.progress!r}")
+    lr = cfg.optim.get("lr", 0.0)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        raise SoftlossError(f"optim.lr must be a finite number >= 0, got {lr!r}")
+    clip = t.get("grad_clip")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise SoftlossError(f"trainer.grad_clip must be null or a number > 0, got {clip!r}")
+
+
 def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as ``cfg`` says, in ``run_dir``; return the final metrics (also in metrics.json)."""
+    check_run_values(cfg)
     t = cfg.trainer
     if t.get("threads"):
         torch.set_num_threads(int(t.threads))
@@ -114,12 +145,15 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     monitor = DEFAULT_MONITOR.get(task.eval_kind, "val/accuracy") if t.monitor == "auto" else t.monitor
 
     ckpt_dir = run_dir / "checkpoints"
+    # What .hydra/ held when this run started (before a resume, the first run's files).
+    run_files = ckpt.run_files(run_dir)
     start_epoch, step, best = 0, 0, None
     val_cache = {}  # the val (metrics, outputs) of best.pt and last.pt, if computed here: not computed twice
     if t.resume:
         if not (ckpt_dir / "last.pt").exists():
             raise SoftlossError(f"trainer.resume=true but {ckpt_dir / 'last.pt'} does not exist; pass hydra.run.dir=<the run to resume>")
         state = ckpt.load(ckpt_dir / "last.pt", map_location=device)
+        _check_resume_config(state, cfg, run_dir, dist)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -133,12 +167,14 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)  # own dropout/noise draws; DDP syncs the weights
     # DDP trains through a wrapper; compiled after loading weights (as timm does), around the DDP
     # wrapper (so its buckets follow the graph). Checkpoints keep the plain module's keys.
-    train_model = dist.wrap(model)
+    unused_aux_head = getattr(model, "aux_head", None) is not None and not getattr(loss_fn, "needs_aux", False)
+    train_model = dist.wrap(model, find_unused=unused_aux_head)
     if backend:
         train_model = torch.compile(train_model, backend=backend)
 
     if dist.is_main:
-        logger = RunLogger(run_dir, OmegaConf.to_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch)
+        logger = RunLogger(run_dir, OmegaConf.to_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch,
+                           data_name=cfg.data.name)
     else:
         logger = distributed.NullLogger()
     progress = Progress(t.progress if dist.is_main else "none")
@@ -210,6 +246,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 "scaler": precision.scaler.state_dict(), "loss": loss_fn.state_dict(), "rng": rng[0],
                 "epoch": epoch, "step": step,
                 "best": best, "monitor": monitor, **({"rng_ranks": rng} if dist.distributed else {}),
+                "config": OmegaConf.to_yaml(cfg), "run_files": run_files,
             }
             if dist.is_main:
                 if improved:
@@ -228,12 +265,31 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         logger.close()
 
 
+def _check_resume_config(state: dict, cfg: DictConfig, run_dir: Path, dist) -> None:
+    """Refuse to resume with another config than the run's (other data, loss, lr...): the
+    weights would train on silently under other settings, or fail to load. Hydra has
+    already overwritten ``.hydra/``: put the run's own files back before refusing."""
+    if "config" not in state:  # an older checkpoint: nothing to compare with
+        return
+    differ = ckpt.config_differences(state["config"], cfg)
+    if not differ:
+        return
+    if dist.is_main:
+        for name, text in state.get("run_files", {}).items():
+            (run_dir / ".hydra" / name).write_text(text)
+    shown = "; ".join(differ[:3]) + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
+    raise SoftlossError(f"trainer.resume=true with another config than the run's ({shown}); resume with the "
+                        f"run's overrides ({run_dir / '.hydra' / 'overrides.yaml'}) plus trainer.resume=true "
+                        f"(only {', '.join(ckpt.RESUME_MAY_CHANGE)} may change)")
+
+
 def final_evaluation(cfg, data, model, loss_fn, precision, run_dir: Path, channels_last, device,
                      dist=None, val_cache=None):
     """Best checkpoint on val and test: ``metrics.json`` and ``predictions/{val,test}.npz``.
 
     For a partial task (negative labels) the training split is scored too, against its
-    partial targets (``train/neg_violation_rate``...). ``val_cache``: the (metrics, outputs)
+    partial targets (``train/neg_violation_rate``...), with the last checkpoint: those
+    metrics describe the end of training. ``val_cache``: the (metrics, outputs)
     the loop already computed on val with these very weights; they are reused instead of a
     second pass (on the CPU a pass gives the same bits, so a resumed run that recomputes
     them ends identical). Under DDP (``dist``) every rank evaluates its shard and only rank 0
@@ -252,8 +308,12 @@ def final_evaluation(cfg, data, model, loss_fn, precision, run_dir: Path, channe
                                       data.task, channels_last, reference=val_out, dist=dist)
     metrics = {**val_metrics, **test_metrics}
     if data.task.kind == "partial":
+        # The negatives' metrics describe the end of training (what the model learnt from
+        # "not l"), whichever checkpoint val/test are scored with.
+        if which != "last":
+            model.load_state_dict(ckpt.load(run_dir / "checkpoints" / "last.pt", map_location=device)["model"])
         train_out = to_eval_outputs(predict(model, make_loader(cfg, data, "train", device, **shard), precision,
-                                            channels_last, dist), loss_fn, data.train)
+                                            channels_last, dist), loss_fn, data.train, "train")
         metrics.update({f"train/{k}": v for k, v in compute_metrics(train_out, data.task, kind="partial").items()})
     if dist.is_main:
         write_predictions(run_dir / "predictions", {"val": val_out, "test": test_out})

@@ -34,8 +34,19 @@ def resolve_precision(name: str, device: torch.device) -> str:
             raise SoftlossError("trainer.precision=fp16 needs a CUDA device; on the CPU use fp32 or bf16")
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if native_bf16(device) else "fp16"
     return "fp32"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (compute capability 8.0+: A100, H100, ...).
+
+    Not ``torch.cuda.is_bf16_supported()`` alone: by default it also counts emulated bf16,
+    which makes a V100 or T4 pick a slow bf16 path where fp16 + GradScaler is the fast one;
+    and it asks about the *current* device, not necessarily the one the run uses.
+    """
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index) >= (8, 0)
 
 
 @dataclass
