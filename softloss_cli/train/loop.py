@@ -172,8 +172,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if backend:
         train_model = torch.compile(train_model, backend=backend)
 
+    config_yaml = OmegaConf.to_yaml(cfg)  # once: TensorBoard's config text and every last.pt
     if dist.is_main:
-        logger = RunLogger(run_dir, OmegaConf.to_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch,
+        logger = RunLogger(run_dir, config_yaml, resume_step=step if t.resume else None, start_epoch=start_epoch,
                            data_name=cfg.data.name)
     else:
         logger = distributed.NullLogger()
@@ -246,7 +247,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 "scaler": precision.scaler.state_dict(), "loss": loss_fn.state_dict(), "rng": rng[0],
                 "epoch": epoch, "step": step,
                 "best": best, "monitor": monitor, **({"rng_ranks": rng} if dist.distributed else {}),
-                "config": OmegaConf.to_yaml(cfg), "run_files": run_files,
+                "config": config_yaml, "run_files": run_files,
             }
             if dist.is_main:
                 if improved:
