@@ -39,7 +39,8 @@ def ref_nl_row(row, label) -> float:
     return -(m + math.log(sum(math.exp(v - m) for v in others)))
 
 
-def ref_loss(name: str, logits: torch.Tensor, target: torch.Tensor, neg_weight: float = 1.0) -> float:
+def ref_loss(name: str, logits: torch.Tensor, target: torch.Tensor, neg_weight: float = 1.0,
+             normalize: str = "positives") -> float:
     terms, n_pos = [], 0
     for row, (label, positive) in zip(logits.double().tolist(), target.tolist()):
         lp = ref_log_probs(row)
@@ -52,7 +53,7 @@ def ref_loss(name: str, logits: torch.Tensor, target: torch.Tensor, neg_weight: 
             terms.append(neg_weight * lp[label])
         else:
             terms.append(0.0)
-    if name == "positives_only":
+    if name == "positives_only" or normalize == "positives":
         return sum(terms) / max(n_pos, 1)
     return sum(terms) / len(terms)
 
@@ -94,6 +95,43 @@ def test_matches_float64_reference(name, seed):
 
 
 @pytest.mark.parametrize("name", ["nl", "negated_ce"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_normalisation_matches_float64_reference(name, seed):
+    logits, target = random_batch(seed=seed)
+    got = LOSSES.get(name)(normalize="batch")(logits, target)
+    assert got.item() == pytest.approx(ref_loss(name, logits, target, normalize="batch"), rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="normalize must be one of positives, batch"):
+        LOSSES.get(name)(normalize="samples")
+
+
+@pytest.mark.parametrize("normalize", ["positives", "batch"])
+def test_nl_gradient_matches_autograd_of_the_reference_formula(normalize):
+    logits, target = random_batch(b=16, seed=7)
+    z = logits.double().requires_grad_(True)
+    label, positive = target[:, 0], target[:, 1] == 1
+    lse = torch.logsumexp(z, 1)
+    ce = lse - z.gather(1, label[:, None]).squeeze(1)
+    others = torch.logsumexp(z.masked_fill(torch.nn.functional.one_hot(label, 6).bool(), float("-inf")), 1)
+    rows = torch.where(positive, ce, 0.7 * (lse - others))
+    denominator = positive.sum().clamp_min(1) if normalize == "positives" else len(rows)
+    (rows.sum() / denominator).backward()
+    x = logits.clone().requires_grad_(True)
+    NegativeLearningLoss(neg_weight=0.7, normalize=normalize)(x, target).backward()
+    torch.testing.assert_close(x.grad.double(), z.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_nl_without_negative_weight_is_positives_only():
+    logits, target = random_batch(seed=8)
+    x1, x2 = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    nl = NegativeLearningLoss(neg_weight=0.0)(x1, target)
+    base = PositivesOnlyLoss()(x2, target)
+    nl.backward()
+    base.backward()
+    assert nl.item() == pytest.approx(base.item(), rel=1e-6)
+    torch.testing.assert_close(x1.grad, x2.grad)
+
+
+@pytest.mark.parametrize("name", ["nl", "negated_ce"])
 def test_neg_weight_scales_the_negative_term_only(name):
     logits, target = random_batch(seed=3)
     got = LOSSES.get(name)(neg_weight=0.3)(logits, target)
@@ -131,11 +169,13 @@ def test_positives_only_averages_over_positives_and_handles_none():
 def test_reductions_sum_and_none():
     logits, target = random_batch(seed=6)
     for name in ("nl", "negated_ce"):
-        mean = LOSSES.get(name)()(logits, target)
+        mean = LOSSES.get(name)(normalize="batch")(logits, target)
+        per_positive = LOSSES.get(name)()(logits, target)
         total = LOSSES.get(name)(reduction="sum")(logits, target)
         per = LOSSES.get(name)(reduction="none")(logits, target)
         assert per.shape == (32,)
         assert total.item() == pytest.approx(32 * mean.item(), rel=1e-5)
+        assert total.item() == pytest.approx(int(target[:, 1].sum()) * per_positive.item(), rel=1e-5)
         assert per.sum().item() == pytest.approx(total.item(), rel=1e-5)
     with pytest.raises(ValueError, match="reduction must be one of mean, sum, none"):
         NegativeLearningLoss(reduction="max")

@@ -224,10 +224,12 @@ def test_negatives_experiment_composes_and_instantiates(compose_cfg):
     for name in ("positives_only", "nl", "negated_ce"):
         loss = instantiate(compose_cfg(["experiment=negatives", f"loss={name}"]).loss)
         assert loss.registry_name == name and loss.task_kinds == ("partial",)
-    ordinal = compose_cfg(["experiment=negatives", "data=ordinal_images", "data.negatives.strategy=confusable",
-                           "data.train_size=5000"])
+    ordinal = compose_cfg(["experiment=negatives_ordinal", "seed=1"], return_hydra_config=True)
     assert ordinal.data.name == "ordinal_images" and ordinal.data.train_size == 5000
-    assert ordinal.data.negatives.strategy == "confusable"
+    assert ordinal.data.negatives.strategy == "confusable" and ordinal.data.negatives.seed == 1
+    assert ordinal.trainer.epochs == 6 and ordinal.eval.checkpoint == "last"
+    assert dict(ordinal.hydra.sweeper.params) == dict(params)
+    assert instantiate(ordinal.loss).normalize == "positives"
 
 
 @pytest.mark.parametrize("name", ["nl", "negated_ce", "positives_only"])

@@ -114,32 +114,43 @@ def _nl_rows(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, neg_w
 class PartialLoss(SoftmaxLoss):
     """Base of the negative-label losses: targets ``[B, 2]`` = (label, is_positive).
 
-    Subclasses give ``positive_term`` and ``negative_term`` per sample; ``per_sample``
-    picks one per row. ``last_parts`` adds ``pos_ce`` (mean CE over the batch's positives)
+    Subclasses give ``negative_term`` per sample (or override ``rows``); ``rows`` picks CE
+    or the weighted negative term per row and ``per_sample`` applies ``normalize``. ``last_parts`` adds ``pos_ce`` (mean CE over the batch's positives)
     and ``neg_term`` (mean negative term over its negatives; 0 when a batch has none), so
     TensorBoard shows which side drives the loss (``train/neg_term`` falling without bound
     is the divergence of ``negated_ce``).
 
     Args:
         neg_weight: weight ``w >= 0`` of the negative term.
-        logit_scale, penalty, penalty_weight, penalty_on, reduction: see ``SoftmaxLoss``;
-            ``'mean'`` averages over every sample of the batch, positive or negative.
+        normalize: what the ``'mean'`` reduction divides the batch's sum by:
+            ``'positives'`` (default) the number of positive samples in the batch (at least 1),
+            ``'batch'`` the batch size. Our choice of default: with ``'positives'`` the CE
+            term weighs the same per positive sample as in ``positives_only``, whatever the
+            negative fraction, so ``neg_weight=0`` *is* ``positives_only`` and a comparison
+            of the two measures what the negatives add, not a smaller effective learning
+            rate on the positives. ``'batch'`` is the plain mean (NLNL's form).
+        logit_scale, penalty, penalty_weight, penalty_on, balance_weight, reduction: see
+            ``SoftmaxLoss`` (the penalty is a mean over every sample of the batch).
     """
 
     task_kinds = ("partial",)
+    NORMALIZERS = ("positives", "batch")
 
-    def __init__(self, neg_weight: float = 1.0, **kwargs):
+    def __init__(self, neg_weight: float = 1.0, normalize: str = "positives", **kwargs):
         super().__init__(**kwargs)
         if not neg_weight >= 0:
             raise ValueError(f"neg_weight must be >= 0, got {neg_weight}")
+        if normalize not in self.NORMALIZERS:
+            raise ValueError(f"normalize must be one of {', '.join(self.NORMALIZERS)}, got {normalize!r}")
         self.neg_weight = float(neg_weight)
+        self.normalize = normalize
         self._terms: tuple[torch.Tensor, ...] | None = None
 
     def negative_term(self, logits: torch.Tensor, label: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        label, positive = split_partial_targets(target)
+    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        """Per-sample values ``[B]``: CE on positive rows, ``w * negative_term`` on the others."""
         lse = torch.logsumexp(logits, dim=-1)
         ce = lse - logits.gather(1, label[:, None]).squeeze(1)  # -log p_label, same as cross_entropy
         neg = self.negative_term(logits, label, lse)
@@ -147,6 +158,15 @@ class PartialLoss(SoftmaxLoss):
         # Both branches are finite with finite gradients for finite logits, so torch.where
         # (which still differentiates the branch it does not pick, times 0) stays NaN-free.
         return torch.where(positive, ce, self.neg_weight * neg)
+
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        label, positive = split_partial_targets(target)
+        values = self.rows(logits, label, positive)
+        if self.normalize == "positives" and self.reduction == "mean":
+            # Scale so that the batch mean becomes sum / #positives (no host sync).
+            count = positive.sum().to(values.dtype).clamp_min(1.0)
+            values = values * (positive.numel() / count)
+        return values
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         loss = super().forward(logits, target, **aux)
@@ -163,7 +183,9 @@ class PartialLoss(SoftmaxLoss):
 class NegativeLearningLoss(PartialLoss):
     """Cross-entropy on positives, ``w * -log(1 - p_l)`` on negatives ("not l").
 
-    ``loss_i = -log p_{y_i}`` if sample i is positive, else ``w * -log(1 - p_{l_i})``, with
+    ``loss_i = -log p_{y_i}`` if sample i is positive, else ``w * -log(1 - p_{l_i})``,
+    summed and divided by the number of positives in the batch (``normalize='positives'``,
+    default) or by the batch size (``normalize='batch'``), with
     ``p = softmax(alpha * z)`` and ``-log(1 - p_l) = logsumexp_k z_k - logsumexp_{k != l} z_k``
     (``negative_log_complement``). Negative learning: Kim et al. 2019, NLNL
     (https://arxiv.org/abs/1908.07387); complementary-label learning: Ishida et al. 2017
@@ -173,8 +195,9 @@ class NegativeLearningLoss(PartialLoss):
 
     Args:
         neg_weight: ``w``, weight of the negative term (default 1).
+        normalize: ``'positives'`` (default) | ``'batch'``; see ``PartialLoss``.
         logit_scale, penalty, penalty_weight, penalty_on: see ``SoftmaxLoss``.
-        reduction: ``'mean'`` over all samples of the batch (default) | ``'sum'`` | ``'none'``.
+        reduction: ``'mean'`` (default; divided as ``normalize`` says) | ``'sum'`` | ``'none'``.
 
     Shapes: logits ``[B, C]`` (C >= 2), target int64 ``[B, 2]`` = (label, is_positive);
     returns a scalar.
@@ -183,8 +206,7 @@ class NegativeLearningLoss(PartialLoss):
     def negative_term(self, logits, label, lse):
         return negative_log_complement(logits, label, lse)
 
-    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        label, positive = split_partial_targets(target)
+    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
         total, ce, neg = _nl_rows(logits, label, positive, self.neg_weight)
         self._terms = (positive, ce, neg)
         return total
@@ -207,7 +229,8 @@ class NegatedCrossEntropyLoss(PartialLoss):
 
     Args:
         neg_weight: ``w`` (default 1).
-        logit_scale, penalty, penalty_weight, penalty_on, reduction: see ``NegativeLearningLoss``.
+        normalize, logit_scale, penalty, penalty_weight, penalty_on, reduction: see
+            ``NegativeLearningLoss``.
 
     Shapes: logits ``[B, C]``, target int64 ``[B, 2]``; returns a scalar.
     """
@@ -215,9 +238,8 @@ class NegatedCrossEntropyLoss(PartialLoss):
     def negative_term(self, logits, label, lse):
         return logits.gather(1, label[:, None]).squeeze(1) - lse  # log p_l = -CE
 
-    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
         # One fused cross-entropy for both sides: the negative term is -w * CE.
-        label, positive = split_partial_targets(target)
         ce = F.cross_entropy(logits, label, reduction="none")
         self._terms = (positive, ce.detach(), -ce.detach())
         sign = torch.where(positive, torch.ones_like(ce), torch.full_like(ce, -self.neg_weight))
@@ -243,7 +265,8 @@ class PositivesOnlyLoss(PartialLoss):
 
     def __init__(self, **kwargs):
         kwargs.pop("neg_weight", None)  # accepted for a uniform config interface, unused
-        super().__init__(neg_weight=0.0, **kwargs)
+        kwargs.pop("normalize", None)  # always the positives: the definition of this loss
+        super().__init__(neg_weight=0.0, normalize="positives", **kwargs)
 
     def negative_term(self, logits, label, lse):
         return torch.zeros_like(lse)
@@ -267,9 +290,16 @@ class PositivesOnlyLoss(PartialLoss):
             parts = {"main": main.detach(), "pos_ce": ((ce * keep).sum() / count).detach()}
             loss = main
             if self.penalty_fn is not None:
-                source = z if self.penalty_on == "logits" else aux[self.penalty_on].float()
+                source = z if self.penalty_on == "logits" else self._penalty_source(aux).float()
                 pen = reduce(self.penalty_fn(torch.log_softmax(source, dim=-1)))
                 parts["penalty"] = pen.detach()
                 loss = loss + self.penalty_weight * pen
+            if self.balance_weight:
+                from softloss_cli.losses.confidence import load_balance  # confidence imports base
+
+                source = z if self.penalty_on == "logits" else self._penalty_source(aux).float()
+                balance = load_balance(torch.log_softmax(source, dim=-1))
+                parts["balance"] = balance.detach()
+                loss = loss + self.balance_weight * balance
         self.last_parts = parts
         return loss
