@@ -211,14 +211,32 @@ def _train(args: list[str]) -> int:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     from softloss_cli import experiment, sweep
 
+    if _is_plain_multirun(args):
+        from softloss_cli.sweep_plan import check_sweep_jobs
+
+        check_sweep_jobs([a for a in args if not a.startswith("-")])
     sweep.LAST_SWEEP.clear()
+    sweep.CURRENT_SWEEP.clear()
     saved = sys.argv
     sys.argv = ["softloss train", *args]
     try:
         experiment.train()
+    except BaseException as exc:
+        # A launcher that raises (a joblib worker killed by the OS) skips Hydra's end-of-sweep
+        # callback: record the jobs that ran before the error reaches the user.
+        sweep.finish_interrupted_sweep(exc)
+        raise
     finally:
         sys.argv = saved
     return 1 if sweep.LAST_SWEEP.get("failed") else 0
+
+
+def _is_plain_multirun(args: list[str]) -> bool:
+    """A ``-m`` sweep of the shipped configs (not ``--cfg``/``--info``/another config dir)."""
+    flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    other = {"--cfg", "-c", "--info", "--help", "-h", "--hydra-help", "--config-dir", "-cd", "--config-path", "-cp",
+             "--config-name", "-cn", "--resolve", "--package", "-p", "--run", "-r", "--shell-completion", "-sc"}
+    return bool(flags & {"-m", "--multirun"}) and not flags & other
 
 
 def _list(args: list[str]) -> int:

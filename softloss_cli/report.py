@@ -582,17 +582,18 @@ def _parser() -> argparse.ArgumentParser:
                         "globs like 'avgk_*'); default: the headline metrics of the runs' task kind")
     p.add_argument("--split", default="test", choices=("test", "val"), help="split of bare metric names (default: test)")
     p.add_argument("--out", metavar="DIR", help="where report.csv, report.md and plots/ go (default: the PATH, "
-                                                "or the folder holding all PATHs)")
+                                                "or the folder holding all PATHs; RUN/report for one run)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
 
 def _out_dir(paths: list[Path]) -> Path:
+    """The PATH (or the folder holding all PATHs); ``<run>/report`` when that is one run's
+    own directory, so the report's files do not mix with the run's (its ``plots/``)."""
     import os
 
-    if len(paths) == 1:
-        return paths[0]
-    return Path(os.path.commonpath([str(p.resolve()) for p in paths]))
+    out = paths[0] if len(paths) == 1 else Path(os.path.commonpath([str(p.resolve()) for p in paths]))
+    return out / "report" if _is_run_dir(out) else out
 
 
 def main(args: list[str]) -> int:

@@ -144,6 +144,10 @@ def test_group_by_metrics_globs_out_dir_and_no_plots(sweep, tmp_path, capsys):
     # a config path works as a key too
     assert report.main([str(root), "--group-by", "optim.lr", "--no-plots"]) == 0
     assert [r["group"] for r in csv.DictReader((root / "report.csv").open())] == ["optim.lr=0.05"]
+    # one run: its report goes to RUN/report, apart from the run's own files (plots/test_*.png)
+    assert report.main([str(root / "0"), "--no-plots"]) == 0
+    assert (root / "0" / "report" / "report.csv").is_file() and not (root / "0" / "report.csv").exists()
+    assert not any(p.name == "report" for p in report.find_run_dirs([root]))  # the report folder is no run
 
 
 def test_default_metrics_follow_the_task_kind(tmp_path):

@@ -63,6 +63,64 @@ def test_summarize_sweep_orders_jobs_and_explains_missing_outcomes(tmp_path):
     assert by_job["10"]["overrides"] == ["seed=10"] and by_job["10"]["wall_s"] == 2.0
 
 
+def test_summarize_sweep_finds_nested_jobs_and_skips_a_previous_sweeps_leftovers(tmp_path):
+    import os
+    import time
+
+    _job(tmp_path / "old", ["seed=7"], {"status": "ok"})
+    past = time.time() - 3600
+    os.utime(tmp_path / "old" / ".hydra" / "overrides.yaml", (past, past))
+    since = time.time()
+    _job(tmp_path / "ce" / "10", ["loss=ce", "seed=10"], {"status": "ok"})
+    _job(tmp_path / "ce" / "2", ["loss=ce", "seed=2"], {"status": "failed", "reason": "boom"})
+    everything = sweep.summarize_sweep(tmp_path)
+    assert [j["job"] for j in everything["jobs"]] == ["ce/2", "ce/10", "old"]
+    this_sweep = sweep.summarize_sweep(tmp_path, since=since)
+    assert [j["job"] for j in this_sweep["jobs"]] == ["ce/2", "ce/10"]
+    assert this_sweep["counts"] == {"failed": 1, "ok": 1}
+
+
+def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys):
+    """A joblib worker killed by the OS raises in the launching process and Hydra skips the
+    end-of-sweep callback: the CLI still records the jobs that ran, then fails in one line."""
+    import time
+
+    from softloss_cli import experiment
+
+    def launcher_dies():
+        sweep.CURRENT_SWEEP.update(dir=tmp_path, overrides=["seed=0,1"], since=time.time() - 1)
+        _job(tmp_path / "0", ["seed=0"], {"status": "ok"})
+        _job(tmp_path / "1", ["seed=1"], {"status": "running"})
+        raise RuntimeError("A worker process managed by the executor was unexpectedly terminated.")
+
+    monkeypatch.setattr(experiment, "train", launcher_dies)
+    code = cli.main(["train", "seed=0,1"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().startswith("softloss: error: RuntimeError: A worker process managed by the executor")
+    summary = json.loads((tmp_path / "sweep.json").read_text())
+    assert summary["stopped"].startswith("RuntimeError: A worker process")
+    assert summary["counts"] == {"ok": 1, "running": 1}
+    assert "killed, or out of memory?" in summary["jobs"][1]["reason"]
+    assert "sweep: 1/2 jobs ok" in out and sweep.CURRENT_SWEEP == {}
+
+
+def test_a_job_that_cannot_be_composed_stops_the_sweep_before_it_starts(capsys, tmp_path):
+    from softloss_cli.sweep_plan import check_sweep_jobs, planned_jobs
+
+    jobs = planned_jobs(["experiment=negatives_ordinal", "trainer.epochs=1"])
+    assert len(jobs) == 27 and jobs[0][:3] == ["loss=positives_only", "data.negatives.fraction=0.25", "seed=0"]
+    assert check_sweep_jobs(["loss=ce,rps", "seed=0,1", "data=ordinal_images"]) == 4
+    assert planned_jobs(["hparams_search=optuna", "data=digits"]) is None  # Optuna picks its own jobs
+    sweep_dir = tmp_path / "sweep"
+    code = cli.main(["train", "-m", "model=small_cnn,mlp", "model.channels=[8]", f"hydra.sweep.dir={sweep_dir}"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("softloss: error: job 1 of the sweep (model=mlp model.channels=[8]) cannot be composed: "
+                          "unknown config key 'model.channels'; keys under model:")
+    assert err.strip().endswith("no job was started") and not sweep_dir.exists()
+
+
 def test_failure_reasons_are_one_line():
     from hydra.errors import InstantiationException
 
@@ -201,7 +259,17 @@ def test_done_criterion_joblib_sweep_with_one_forced_failure_and_its_report(cli,
         ea = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
         ea.Reload()
         assert {"train/loss", "val/accuracy", "test/mae", "final/test/accuracy"} <= set(ea.Tags()["scalars"])
-        assert len(ea.PluginTagToContent("hparams")) == 3 and "test/confusion_matrix" in ea.Tags()["images"]
+        # a sweep job: session start and end only; the columns are the sweep's (below)
+        assert len(ea.PluginTagToContent("hparams")) == 2 and "test/confusion_matrix" in ea.Tags()["images"]
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    ea = EventAccumulator(str(sweep_dir / "hparams"))
+    ea.Reload()
+    experiment = hp_metadata.parse_experiment_plugin_data(ea.PluginTagToContent("hparams")[hp_metadata.EXPERIMENT_TAG])
+    columns = {h.name: h for h in experiment.hparam_infos}
+    assert {"loss", "seed", "loss.label_smoothing", "loss.logit_scale"} <= set(columns)  # ce's knob kept
+    assert list(columns["loss"].domain_discrete.values) and {v.string_value for v in columns["loss"].domain_discrete.values} == {"ce", "rps"}
+    assert "final/test/mae" in {m.name.tag for m in experiment.metric_infos}
 
     report = cli("report", str(sweep_dir))
     assert report.returncode == 0, report.stderr

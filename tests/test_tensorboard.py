@@ -131,6 +131,35 @@ def test_hparam_values_keys_and_types(compose_cfg):
     assert plain["loss"] == "CrossEntropyLoss" and plain["model"] == "SmallCNN" and plain["data"] == "ordinal_images"
 
 
+def test_sweep_hparams_summary_is_the_union_of_its_jobs_columns(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    from softloss_cli.train.logger import HPARAMS_FILE, write_sweep_hparams
+
+    jobs = {
+        "0": {"hparams": {"loss": "ce", "seed": 0.0, "loss.label_smoothing": 0.1, "loss.penalty": "null"},
+              "metrics": ["final/test/accuracy", "final/val/accuracy"]},
+        "1": {"hparams": {"loss": "nl", "seed": 0.0, "loss.neg_weight": 1.0, "loss.penalty": "qq"},
+              "metrics": ["final/test/accuracy", "final/train/neg_violation_rate"]},
+    }
+    for name, record in jobs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / HPARAMS_FILE).write_text(json.dumps(record))
+    assert write_sweep_hparams(tmp_path / "empty", [tmp_path / "missing"]) is None
+    out = write_sweep_hparams(tmp_path, [tmp_path / "0", tmp_path / "1", tmp_path / "missing"])
+    assert out == tmp_path / "hparams"
+    ea = EventAccumulator(str(out))
+    ea.Reload()
+    experiment = hp_metadata.parse_experiment_plugin_data(ea.PluginTagToContent("hparams")[hp_metadata.EXPERIMENT_TAG])
+    columns = {h.name: h for h in experiment.hparam_infos}
+    assert set(columns) == {"loss", "seed", "loss.label_smoothing", "loss.penalty", "loss.neg_weight"}
+    assert [v.string_value for v in columns["loss"].domain_discrete.values] == ["ce", "nl"]
+    assert [v.string_value for v in columns["loss.penalty"].domain_discrete.values] == ["null", "qq"]
+    assert {m.name.tag for m in experiment.metric_infos} == {
+        "final/test/accuracy", "final/val/accuracy", "final/train/neg_violation_rate"}
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -173,6 +202,9 @@ def test_run_event_file_holds_scalars_hparams_layout_and_images(tiny_train):
     assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
     end = hp_metadata.parse_session_end_info_plugin_data(hp[hp_metadata.SESSION_END_INFO_TAG])
     assert end.status == 1  # STATUS_SUCCESS
+    record = json.loads((run / "hparams.json").read_text())  # what a sweep's union summary reads
+    assert record["hparams"]["loss"] == "ce" and record["hparams"]["data.train_size"] == 256
+    assert record["metrics"] == sorted(f"final/{k}" for k in metrics)
 
     (layout_event,) = ea.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)
     layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])

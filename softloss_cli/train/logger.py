@@ -12,9 +12,10 @@ What a run's TensorBoard directory (``<run>/tb``) holds:
   ``metrics.json`` (best checkpoint), which the HPARAMS tab reads;
 - a custom-scalars layout (tab CUSTOM SCALARS): one chart per headline metric with its
   ``train``/``val``/``test`` series together, plus the training loss and learning rate;
-- the HPARAMS tab's three summaries (experiment, session start, session end) written by
-  this run's own writer, so the tab lists the run itself (not the sub-run that
-  ``SummaryWriter.add_hparams`` creates) with its hyper-parameters and final metrics;
+- the HPARAMS tab's summaries written by this run's own writer, so the tab lists the run
+  itself (not the sub-run that ``SummaryWriter.add_hparams`` creates) with its
+  hyper-parameters and final metrics (``RunLogger.hparams``; a sweep adds the union of its
+  jobs' columns in ``<sweep>/hparams``);
 - the resolved config as text and, at the end, the figures registered for the task
   (``test/reliability``, ``test/confusion_matrix``...), also saved as ``plots/test_<name>.png``.
 """
@@ -95,18 +96,26 @@ class RunLogger:
         self.writer.flush()
 
     def hparams(self, cfg, metrics: dict[str, float]) -> None:
-        """The HPARAMS tab's experiment, session-start and session-end summaries, in this run.
+        """The HPARAMS tab's summaries, in this run, and ``hparams.json`` beside them.
 
         Hyper-parameters: see ``hparam_values``; metrics: every ``final/*`` scalar (the
-        values the tab shows are read from those scalars of the same run).
+        values the tab shows are read from those scalars of the same run). A single run
+        writes all three summaries (experiment, session start, session end). A sweep job
+        writes only its session start and end: TensorBoard takes the tab's columns from
+        *one* experiment summary, and one job's would drop the knobs of another job's loss;
+        the sweep writes the union of its jobs' columns when it ends (``write_sweep_hparams``),
+        and until then TensorBoard builds the columns from every job's session.
         """
         from torch.utils.tensorboard.summary import hparams
 
         values = hparam_values(cfg, _run_overrides(self.run_dir), _run_choices())
         metric_tags = {f"final/{k}": v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+        experiment, session_start, session_end = hparams(values, metric_tags)
+        summaries = [session_start, session_end] if _in_multirun() else [experiment, session_start, session_end]
         writer = self.writer._get_file_writer()
-        for summary in hparams(values, metric_tags):
+        for summary in summaries:
             writer.add_summary(summary)
+        _write_json(self.run_dir / HPARAMS_FILE, {"hparams": values, "metrics": sorted(metric_tags)})
 
     def close(self) -> None:
         self.writer.close()
@@ -187,6 +196,65 @@ def hparam_values(cfg, overrides: list[str], choices: dict | None = None) -> dic
     return values
 
 
+#: a run's hyper-parameters and final metric tags as its HPARAMS summaries hold them.
+HPARAMS_FILE = "hparams.json"
+
+
+def write_sweep_hparams(sweep_dir: Path, run_dirs: list[Path]) -> Path | None:
+    """The HPARAMS experiment summary of a sweep: ``<sweep_dir>/hparams/events...``.
+
+    Its columns are the union of its jobs' hyper-parameters (``hparams.json``; a string
+    parameter lists every value the jobs took, so the tab can filter on it) and of their
+    ``final/*`` metrics, so a sweep over losses shows every loss's knobs. TensorBoard opened
+    on the sweep (or on a directory holding it and single runs) reads this summary; with
+    several sweeps under one logdir it picks one of their summaries. Returns the directory
+    written, or None when no job finished.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    values: dict[str, float | str] = {}
+    domains: dict[str, list] = {}
+    metric_tags: dict[str, float] = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / HPARAMS_FILE
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        for key, value in record["hparams"].items():
+            values.setdefault(key, value)
+            if isinstance(values[key], str) and isinstance(value, str) and value not in domains.setdefault(key, []):
+                domains[key].append(value)
+        metric_tags.update(dict.fromkeys(record["metrics"], 0.0))
+    if not values:
+        return None
+    # A key that is a number in one job and a string in another ("null") becomes a string column.
+    strings = {k for k in values if isinstance(values[k], str)}
+    domains = {k: sorted(v) for k, v in domains.items() if k in strings}
+    experiment, _, _ = hparams(values, dict(sorted(metric_tags.items())), hparam_domain_discrete=domains)
+    out = Path(sweep_dir) / "hparams"
+    writer = SummaryWriter(str(out))
+    writer._get_file_writer().add_summary(experiment)
+    writer.close()
+    return out
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        return False
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def _hparam(value, parse: bool = False) -> float | str:
     if parse:
         try:
@@ -240,9 +308,7 @@ def write_task(path: Path, task) -> None:
               "class_names": list(task.class_names),
               "label_values": list(task.label_values) if task.label_values is not None else None,
               "torch_threads": torch.get_num_threads()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    _write_json(path, record)
 
 
 PROGRESS_MODES = ("auto", "rich", "plain", "none")
