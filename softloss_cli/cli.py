@@ -232,11 +232,13 @@ def _train(args: list[str]) -> int:
 
 
 def _is_plain_multirun(args: list[str]) -> bool:
-    """A ``-m`` sweep of the shipped configs (not ``--cfg``/``--info``/another config dir)."""
+    """A sweep (``-m``, or an ``hparams_search`` preset) of the shipped configs (not
+    ``--cfg``/``--info``/another config dir)."""
     flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
     other = {"--cfg", "-c", "--info", "--help", "-h", "--hydra-help", "--config-dir", "-cd", "--config-path", "-cp",
              "--config-name", "-cn", "--resolve", "--package", "-p", "--run", "-r", "--shell-completion", "-sc"}
-    return bool(flags & {"-m", "--multirun"}) and not flags & other
+    search = any(a.lstrip("+").startswith(("hparams_search=", "hydra.mode=MULTIRUN")) for a in args)
+    return bool(flags & {"-m", "--multirun"} or search) and not flags & other
 
 
 def _list(args: list[str]) -> int:

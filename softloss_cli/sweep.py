@@ -121,7 +121,7 @@ def finish_interrupted_sweep(error: BaseException) -> None:
     """After a launcher raised: still write ``sweep.json`` for the jobs that ran (called by the CLI)."""
     sweep = dict(CURRENT_SWEEP)
     CURRENT_SWEEP.clear()
-    if sweep and sweep["dir"].is_dir():
+    if sweep and sweep["dir"].is_dir() and summarize_sweep(sweep["dir"], sweep["since"])["jobs"]:
         from softloss_cli.experiment import failure_reason
 
         finish_sweep(sweep["dir"], sweep["overrides"], sweep["since"], error=failure_reason(error))

@@ -7,7 +7,10 @@ error is a mistake in the command, knowable before any compute is spent, so ``so
 -m`` composes every job first (about 20 ms each) and refuses the sweep in one line naming the
 job and the problem. Errors that only show at run time (a learning rate the optimizer
 refuses, a diverging loss) are the jobs' own: recorded in their ``status.json`` while the
-sweep goes on. Other sweepers (Optuna) choose their jobs as they go and are not checked.
+sweep goes on. The Optuna sweeper chooses its jobs as it goes; for it the check is that
+every key its search space names exists in the composed config (``hparams_search=optuna``
+tunes ``loss.label_smoothing``, which only ``loss=ce`` has), so a search never fails trial
+by trial on a key the chosen loss lacks.
 """
 
 from __future__ import annotations
@@ -15,46 +18,82 @@ from __future__ import annotations
 from softloss_cli.errors import SoftlossError
 
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
-def planned_jobs(overrides: list[str]) -> list[list[str]] | None:
+def _first_job_config(overrides: list[str]):
+    """The config (with ``hydra``) of the sweep's first values; search spaces left out."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from softloss_cli.catalog import CONFIG_DIR
+
+    first = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.is_sweep_override():
+            first.append(o.input_line)
+        elif o.value_type.name in ("CHOICE_SWEEP", "SIMPLE_CHOICE_SWEEP", "RANGE_SWEEP"):
+            first.append(f"{o.get_key_element()}={next(o.sweep_string_iterator())}")
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose("train", overrides=first, return_hydra_config=True)
+    except Exception as exc:  # noqa: BLE001 - the first job itself does not compose
+        raise _not_composable(0, first, exc) from exc
+
+
+def planned_jobs(overrides: list[str], cfg=None) -> list[list[str]] | None:
     """The override lists of a basic sweep's jobs, in launch order; None for another sweeper.
 
     Expands the command-line overrides together with the composed config's
     ``hydra.sweeper.params`` (an experiment preset's sweep), as Hydra's ``BasicSweeper`` does.
     """
-    from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from softloss_cli.catalog import CONFIG_DIR
-
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
-    first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
-             for o in parsed]
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=first, return_hydra_config=True)
-    except Exception as exc:  # noqa: BLE001 - the first job itself does not compose
-        raise _not_composable(0, first, exc) from exc
+    cfg = cfg if cfg is not None else _first_job_config(overrides)
     if cfg.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
         return None
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), None)
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params + overrides), None)
     return [list(job) for batch in batches for job in batch]
 
 
-def check_sweep_jobs(overrides: list[str]) -> int:
-    """Compose each job of a basic sweep; raise ``SoftlossError`` on the first that fails.
+def check_search_space(cfg) -> None:
+    """An Optuna search must only name keys the config has (or config groups)."""
+    from omegaconf import OmegaConf
 
-    Returns the number of jobs checked (0 for another sweeper).
-    """
+    if cfg.hydra.sweeper.get("_target_") != _OPTUNA_SWEEPER:
+        return
+    choices = cfg.hydra.runtime.choices
+    for key in (cfg.hydra.sweeper.get("params") or {}):
+        key = str(key).lstrip("+")
+        if "/" in key or key in choices or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+            continue
+        group, _, leaf = key.partition(".")
+        node = cfg.get(group)
+        keys = ", ".join(sorted(k for k in node.keys() if k != "_target_")) if OmegaConf.is_dict(node) else ""
+        chosen = f"{group}={choices.get(group)}" if choices.get(group) else "this config"
+        hint = " (hparams_search=optuna_scale searches optim.lr and loss.logit_scale, which every softmax loss has)" \
+            if group == "loss" else ""
+        raise SoftlossError(f"the search space tunes {key}, which {chosen} does not have"
+                            + (f"; keys under {group}: {keys}" if keys else "") + hint
+                            + f"; search one of them on the command line, e.g. '{group}.<key>=interval(a, b)'")
+
+
+_MISSING = object()
+
+
+def check_sweep_jobs(overrides: list[str]) -> int:
+    """Compose each job of a basic sweep, or check an Optuna search space; raise
+    ``SoftlossError`` on the first job that fails. Returns the number of jobs checked (0 for
+    another sweeper)."""
     from hydra import compose, initialize_config_dir
 
     from softloss_cli.catalog import CONFIG_DIR
 
-    jobs = planned_jobs(overrides)
+    cfg = _first_job_config(overrides)
+    check_search_space(cfg)
+    jobs = planned_jobs(overrides, cfg)
     if not jobs:
         return 0
     failure = None

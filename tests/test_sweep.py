@@ -121,6 +121,21 @@ def test_a_job_that_cannot_be_composed_stops_the_sweep_before_it_starts(capsys, 
     assert err.strip().endswith("no job was started") and not sweep_dir.exists()
 
 
+def test_an_optuna_search_over_a_key_the_loss_lacks_is_refused_before_it_starts(capsys):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    from softloss_cli.sweep_plan import check_sweep_jobs
+
+    assert check_sweep_jobs(["hparams_search=optuna", "data=digits", "model=mlp"]) == 0  # ce has label_smoothing
+    assert check_sweep_jobs(["hparams_search=optuna_scale", "loss=rps", "data=ordinal_images"]) == 0
+    assert check_sweep_jobs(["hparams_search=optuna_scale", "loss=sord", "loss.alpha=interval(1, 8)"]) == 0
+    assert cli.main(["train", "hparams_search=optuna", "loss=rps", "data=ordinal_images"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("softloss: error: the search space tunes loss.label_smoothing, which loss=rps does not have; "
+                   "keys under loss: logit_scale, penalty, penalty_weight (hparams_search=optuna_scale searches "
+                   "optim.lr and loss.logit_scale, which every softmax loss has); search one of them on the "
+                   "command line, e.g. 'loss.<key>=interval(a, b)'\n")
+
+
 def test_failure_reasons_are_one_line():
     from hydra.errors import InstantiationException
 
