@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 
 from softloss_cli.data.routing import build_routing_images, family_label_maps, make_glyphs
 from softloss_cli.errors import SoftlossError
+from softloss_cli.losses.confidence import gumbel_softmax_st
 from softloss_cli.metrics import EvalOutputs, compute_metrics, lower_is_better
 from softloss_cli.metrics.confidence import active_experts, confidence_metrics, route_purity
 from softloss_cli.models import MODELS, RoutedExperts
@@ -116,6 +117,20 @@ def test_gumbel_router_routes_each_training_sample_to_one_expert():
     model.eval()
     a, b = model(x), model(x)
     torch.testing.assert_close(a["logits"], b["logits"])
+
+
+def test_soft_gumbel_router_mixes_with_the_relaxed_sample():
+    model = make_model(router="gumbel_st", gumbel_hard=False).train()
+    x = torch.randn(16, 1, 16, 16)
+    torch.manual_seed(1)
+    out = model(x)
+    f = model.features(x)
+    experts = model.expert_logits(f)
+    assert not (out["logits"][:, None, :] == experts).all(dim=2).any(dim=1).all()  # a mixture, not one expert
+    torch.manual_seed(1)
+    weights = gumbel_softmax_st(model.gate(f) / model.gate_temperature, tau=model.tau, hard=False)
+    torch.testing.assert_close(out["logits"], torch.einsum("be,bec->bc", weights, experts))
+    assert "gumbel_hard=False" in repr(model)
 
 
 def test_on_epoch_start_anneals_the_gumbel_temperature():
@@ -333,6 +348,8 @@ GATE_MODES = {
 def test_confidence_experiment_gate_modes(compose_cfg, gate):
     cfg = compose_cfg(["experiment=confidence", f"gate={gate}"])
     router, temperature, penalty, weight = GATE_MODES[gate]
+    assert cfg.model.num_experts == cfg.data.num_families == 4
+    assert compose_cfg(["experiment=confidence", "data.num_families=3"]).model.num_experts == 3
     assert cfg.data.name == "routing_images" and cfg.model.router == router
     assert cfg.model.gate_temperature == temperature
     assert cfg.loss.penalty == penalty and cfg.loss.penalty_on == "gate_logits"

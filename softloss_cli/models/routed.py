@@ -44,8 +44,10 @@ class RoutedExperts(nn.Module):
         Gumbel-softmax sample (``losses/confidence.py:gumbel_softmax_st``) with a temperature
         annealed per epoch from ``gumbel_tau_start`` to ``gumbel_tau_end``: each sample is
         routed to one expert, drawn from the gate's distribution, and the gate learns from
-        the relaxed sample's gradient. At evaluation there is no noise: ``logits`` is the
-        soft mixture, ``hard_logits`` the argmax route, as for ``softmax``.
+        the relaxed sample's gradient. ``gumbel_hard=False`` uses the relaxed sample
+        ``softmax((gate_logits + g) / tau)`` itself (a noisy soft mixture, no straight-through).
+        At evaluation there is no noise: ``logits`` is the soft mixture, ``hard_logits`` the
+        argmax route, as for ``softmax``.
 
     Args:
         input_shape: ``(C, H, W)`` images (conv trunk of ``small_cnn`` blocks) or ``(D,)``
@@ -57,6 +59,8 @@ class RoutedExperts(nn.Module):
         router: ``softmax`` | ``gumbel_st``.
         gate_temperature: T > 0 of the gate softmax; T < 1 sharpens (alpha = 1/T).
         gumbel_tau_start, gumbel_tau_end: annealed Gumbel temperature (``gumbel_st`` only).
+        gumbel_hard: straight-through one-hot samples (default) or the relaxed sample
+            (``gumbel_st`` only).
         dropout: dropout on the features before the gate and the experts.
         heads: ``one`` | ``two`` (adds ``aux_logits``, e.g. for ``loss=two_head``).
 
@@ -76,6 +80,7 @@ class RoutedExperts(nn.Module):
         gate_temperature: float = 1.0,
         gumbel_tau_start: float = 1.0,
         gumbel_tau_end: float = 0.5,
+        gumbel_hard: bool = True,
         dropout: float = 0.0,
         heads: str = "one",
     ):
@@ -96,6 +101,7 @@ class RoutedExperts(nn.Module):
         self.router, self.gate_temperature = router, float(gate_temperature)
         self.tau_start, self.tau_end = float(gumbel_tau_start), float(gumbel_tau_end)
         self.tau = self.tau_start
+        self.gumbel_hard = bool(gumbel_hard)
         self.expert_hidden = int(expert_hidden)
 
         self.features, width = _trunk(tuple(input_shape), tuple(int(c) for c in channels))
@@ -131,7 +137,7 @@ class RoutedExperts(nn.Module):
         gate_logits = self.gate(f) / self.gate_temperature
         experts = self.expert_logits(f)
         if self.training and self.router == "gumbel_st":
-            weights = gumbel_softmax_st(gate_logits, tau=self.tau, hard=True)
+            weights = gumbel_softmax_st(gate_logits, tau=self.tau, hard=self.gumbel_hard)
         else:
             # float32 softmax (autocast would keep bf16 here): the weights of a decisive gate
             # are 1 - 1e-3-ish, which bf16 cannot tell from 1.
@@ -147,7 +153,7 @@ class RoutedExperts(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_experts={self.num_experts}, router={self.router}, gate_temperature={self.gate_temperature}, "
-                f"tau={self.tau:.3g}")
+                f"tau={self.tau:.3g}" + (", gumbel_hard=False" if self.router == "gumbel_st" and not self.gumbel_hard else ""))
 
 
 def _trunk(input_shape: tuple[int, ...], channels: tuple[int, ...]) -> tuple[nn.Module, int]:
