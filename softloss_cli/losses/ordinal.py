@@ -32,7 +32,6 @@ about a softmax each (about 1.6-2x ``ce``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -137,21 +136,6 @@ class OrdinalLoss(SoftmaxLoss):
         loss = super().forward(logits, target, **aux)
         self.last_parts.update(self._extra_parts)
         return loss
-
-
-def _cdf_squared_errors(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(F_k - 1[k >= y])^2`` for thresholds ``k = 0..C-2``, as ``[B, C-1]`` (reference form).
-
-    ``F_k = sum_{j<=k} p_j``. Below the true class the error is ``F_k``; from it on it is
-    ``1 - F_k``, computed as the suffix sum ``sum_{j>k} p_j`` so that a near-one-hot row gives
-    tiny errors instead of the rounding noise of ``1 - F_k``. The losses use ``_cdf_rows``.
-    """
-    c = probs.shape[1]
-    prefix = probs.cumsum(dim=1)[:, :-1]
-    suffix = probs.flip(1).cumsum(dim=1).flip(1)[:, 1:]
-    k = torch.arange(c - 1, device=probs.device)
-    below = k[None, :] < target[:, None]
-    return torch.where(below, prefix, suffix).square()
 
 
 def _cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None) -> torch.Tensor:
@@ -319,29 +303,6 @@ def _ev_l1_rows(z: torch.Tensor, target: torch.Tensor, values: torch.Tensor, ce_
         if ce_weight > 0:
             grad.scatter_add_(1, idx, torch.full_like(p[:, :1], -ce_weight))
     return with_grad(z, total, grad), ev_l1, ce
-
-
-def _log_one_minus_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """``log(1 - softmax(z)_i)`` ``[B, C]``, accurate for every ``p_i`` (needs ``C >= 2``).
-
-    Two exact forms, each used where it keeps its precision (the ``log1mexp`` switch of
-    Mächler, "Accurately computing log(1 - exp(-|a|))", 2012):
-
-    * ``p_i <= 1/2``: ``log1p(-p_i)``; ``p_i`` has full relative precision there.
-    * ``p_i > 1/2``: ``logsumexp_{j != i} z_j - logsumexp_j z_j``, where ``1 - p_i`` would
-      round (for ``z = (1e4, 0)``, ``p_0`` rounds to 1 but this gives ``-1e4``). Only a row's
-      largest entry can have ``p_i > 1/2``, so one leave-one-out logsumexp per row (the
-      argmax masked out) is all that is needed: O(C), no ``[B, C, C]`` mask, no cumulative scans.
-
-    The branch not taken gets a safe input, so no inf/NaN leaks into the gradient.
-    """
-    log_p = torch.log_softmax(logits, dim=1)
-    small = log_p <= -math.log(2.0)
-    top = logits.argmax(dim=1, keepdim=True)
-    without_top = logits.scatter(1, top, float("-inf"))
-    leave_one_out = torch.logsumexp(without_top, dim=1, keepdim=True) - torch.logsumexp(logits, dim=1, keepdim=True)
-    direct = torch.log1p(-torch.where(small, log_p.exp(), torch.zeros_like(log_p)))
-    return torch.where(small, direct, leave_one_out)
 
 
 def _cdw_rows(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
