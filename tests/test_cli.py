@@ -32,6 +32,8 @@ def test_train_help_shows_config_groups_and_choices(cli):
     for group in ("data", "model", "loss", "optim", "sched", "trainer"):
         assert f"{group}:" in proc.stdout
     assert "ordinal_images" in proc.stdout and "small_cnn" in proc.stdout
+    assert proc.stdout.startswith("softloss train [OVERRIDES] [-m]: train one run")
+    assert "powered by Hydra" not in proc.stdout and "softloss train --hydra-help" in proc.stdout
 
 
 def test_cfg_job_prints_the_composed_config_without_training(cli, tmp_path):
