@@ -91,6 +91,10 @@ def _run_guarded(fn, args: list[str]) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Exception as exc:  # a Hydra/OmegaConf error or a bug: still one line, no traceback
+        if isinstance(exc.__cause__, SoftlossError):  # raised inside instantiate(): our message says it all
+            from softloss_cli.experiment import one_line
+
+            return _fail(one_line(exc.__cause__), exc.__cause__.exit_code)
         return _fail(_describe(exc, args), 1 if not _is_config_error(exc) else 2)
 
 

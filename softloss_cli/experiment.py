@@ -49,6 +49,8 @@ def failure_reason(exc: BaseException) -> str:
     """
     if isinstance(exc, SoftlossError):
         return one_line(exc)
+    if isinstance(exc.__cause__, SoftlossError):  # raised inside instantiate(): our message says it all
+        return one_line(exc.__cause__)
     if type(exc).__name__ == "InstantiationException" and exc.__cause__ is not None:
         target = re.search(r"target '([^']+)'", str(exc))
         where = f" ({target.group(1)})" if target else ""

@@ -207,3 +207,31 @@ def test_values_of_the_wrong_type_or_range_are_refused_before_work(compose_cfg, 
     with pytest.raises(SoftlossError) as info:
         check_run_values(compose_cfg([override]))
     assert str(info.value) == expected
+
+
+def test_pretrained_weights_that_cannot_be_fetched_name_the_file_and_the_way_out(monkeypatch, tmp_path, capsys):
+    """No network here (nor in CI): the download fails, and the user is told which file to put where,
+    in one line, not as an 'invalid config' of the model class."""
+    import urllib.error
+
+    import torch.hub
+
+    from softloss_cli import cli
+    from softloss_cli.models import ResNet18
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(SoftlossError) as info:
+        ResNet18((3, 32, 32), 10, pretrained=True)
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    assert str(info.value) == ("cannot load pretrained resnet18 weights (<urlopen error [Errno -2] Name or service not "
+                               f"known>); put resnet18-f37072fd.pth in {hub} or pass model.pretrained=false")
+    # through instantiate() and the CLI: our message alone, exit 2
+    code = cli.main(["train", "model=resnet18", "model.pretrained=true", "data=fake", *TINY,
+                     f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_root={tmp_path / 'data'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"softloss: error: {info.value}\n"
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["reason"] == str(info.value)

@@ -20,9 +20,13 @@ def _load_backbone(arch: str, pretrained: bool):
     try:
         return getattr(torchvision.models, arch)(weights=weights)
     except Exception as exc:  # no network, no cached file, corrupt download
+        import os
+
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hub = os.path.join(os.environ.get("TORCH_HOME", "~/.cache/torch"), "hub", "checkpoints")
+        file = weights.url.rsplit("/", 1)[-1] if weights is not None else "the weights file"
         raise SoftlossError(
-            f"cannot load pretrained {arch} weights ({reason}); put the file in $TORCH_HOME/hub/checkpoints "
+            f"cannot load pretrained {arch} weights ({reason}); put {file} in {hub} "
             f"or pass model.pretrained=false"
         ) from exc
 
