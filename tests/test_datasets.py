@@ -392,6 +392,23 @@ def test_image_folder_single_folder_is_split_by_fractions(tmp_path):
     assert again.val.paths == bundle.val.paths and other.val.paths != bundle.val.paths
 
 
+def test_build_data_gives_multiclass_sets_their_training_class_counts(tmp_path):
+    """The Average-K head/medium/tail buckets come from the training labels for every
+    multiclass dataset, so the metrics (val) and the figure (test) agree on them."""
+    from softloss_cli.data import build_data
+
+    _image_tree(tmp_path / "pets", per_class=10)
+    (tmp_path / "pets" / "emu" / "extra.png").write_bytes((tmp_path / "pets" / "emu" / "00.png").read_bytes())
+    bundle = build_data({"name": "image_folder", "root": str(tmp_path / "pets"), "image_size": 16,
+                         "val_fraction": 0.2, "test_fraction": 0.3}, tmp_path)
+    expected = torch.as_tensor(bundle.train.targets).bincount(minlength=3).tolist()
+    assert bundle.task.extras["train_class_counts"] == expected and sum(expected) == len(bundle.train)
+    digits = build_data({"name": "digits"}, tmp_path)
+    assert sum(digits.task.extras["train_class_counts"]) == len(digits.train)
+    ordinal = build_data({"name": "ordinal_images", "train_size": 64, "val_size": 16, "test_size": 16}, tmp_path)
+    assert "train_class_counts" not in ordinal.task.extras  # only multiclass tasks are bucketed
+
+
 def test_image_folder_split_layout_uses_given_folders_and_carves_the_rest(tmp_path):
     _image_tree(tmp_path / "train", per_class=10)
     _image_tree(tmp_path / "val", per_class=2)

@@ -30,7 +30,7 @@ def builder_params(cfg: Mapping) -> dict:
 def build_data(cfg: Mapping, data_root: str | Path) -> DataBundle:
     """Build the dataset named ``cfg['name']``, apply the negatives wrapper, check labels."""
     builder = DATASETS.get(cfg["name"])
-    bundle = builder(Path(data_root), **builder_params(cfg))
+    bundle = with_train_class_counts(builder(Path(data_root), **builder_params(cfg)))
     negatives = cfg.get("negatives") or {}
     if negatives and float(negatives.get("fraction", 0.0)) > 0:
         from softloss_cli.data.negatives import with_negatives
@@ -46,6 +46,32 @@ def build_data(cfg: Mapping, data_root: str | Path) -> DataBundle:
 
             check_targets(bundle.task, split_name, torch.as_tensor(targets))
     return bundle
+
+
+def with_train_class_counts(bundle: DataBundle) -> DataBundle:
+    """``task.extras['train_class_counts']`` (``[C]`` int64) from the training labels of a
+    multiclass dataset whose builder did not set them (ImageFolder, torchvision sets, digits).
+
+    The Average-K metrics and figures bucket classes into head/medium/tail by these counts;
+    without them each would fall back to the labels of the split it was given (validation for
+    the metrics, test for the figure) and the two could disagree on a class's bucket.
+    """
+    import dataclasses
+
+    import torch
+
+    task = bundle.task
+    if task.kind != "multiclass" or "train_class_counts" in (task.extras or {}):
+        return bundle
+    targets = getattr(bundle.train, "targets", None)
+    if targets is None:
+        return bundle
+    targets = torch.as_tensor(targets)
+    if targets.ndim != 1 or targets.is_floating_point():
+        return bundle
+    counts = torch.bincount(targets.to(torch.int64).clamp(0, task.num_classes - 1), minlength=task.num_classes)
+    extras = {**(task.extras or {}), "train_class_counts": counts.tolist()}
+    return dataclasses.replace(bundle, task=dataclasses.replace(task, extras=extras))
 
 
 __all__ = ["DATASETS", "DataBundle", "TensorSplit", "build_data", "builder_params", "LOADER_KEYS"]

@@ -373,8 +373,8 @@ def _to_probability(threshold: float, sigmoid: bool) -> float:
 
 def _bucket_counts(task, outputs: EvalOutputs, reference: EvalOutputs | None) -> torch.Tensor:
     """Class counts for the head/medium/tail buckets: ``task.extras['train_class_counts']``
-    when the dataset provides them (synthetic builders do), else the validation labels
-    (``reference``, or this split when it is the validation split itself)."""
+    (``build_data`` sets them for every multiclass dataset), else, for a task built by hand,
+    the validation labels (``reference``, or this split when it is the validation split itself)."""
     counts = task.extras.get("train_class_counts") if getattr(task, "extras", None) else None
     if counts is not None and len(counts) == task.num_classes:
         return torch.as_tensor(counts)
