@@ -90,8 +90,10 @@ class RunLogger:
             plots = self.run_dir / "plots"
             plots.mkdir(parents=True, exist_ok=True)
             for name, fig in figures.items():
-                fig.savefig(plots / f"test_{name}.png", dpi=100)
-                self.writer.add_figure(f"test/{name}", fig, step, close=True)
+                # Drawn once for both the PNG file and TensorBoard (savefig + add_figure would draw twice).
+                image = render_figure(fig)
+                _save_png(image, plots / f"test_{name}.png")
+                self.writer.add_image(f"test/{name}", image, step, dataformats="HWC")
         write_task(self.run_dir / "task.json", task)
         self.writer.flush()
 
@@ -237,6 +239,24 @@ def write_sweep_hparams(sweep_dir: Path, run_dirs: list[Path]) -> Path | None:
     writer._get_file_writer().add_summary(experiment)
     writer.close()
     return out
+
+
+def render_figure(fig, dpi: int = 100):
+    """A matplotlib figure as an RGB ``uint8`` array ``[H, W, 3]`` (drawn once), then closed."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def _save_png(image, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, optimize=False)
 
 
 def _in_multirun() -> bool:
