@@ -228,6 +228,7 @@ def test_negatives_experiment_composes_and_instantiates(compose_cfg):
     assert ordinal.data.name == "ordinal_images" and ordinal.data.train_size == 5000
     assert ordinal.data.negatives.strategy == "confusable" and ordinal.data.negatives.seed == 1
     assert ordinal.trainer.epochs == 6 and ordinal.eval.checkpoint == "last"
+    assert ordinal.trainer.grad_clip == cfg.trainer.grad_clip == 1.0
     assert dict(ordinal.hydra.sweeper.params) == dict(params)
     assert instantiate(ordinal.loss).normalize == "positives"
 
