@@ -83,7 +83,7 @@ def test_confidence_sweep_runs_each_treatment(cli, data_root, tmp_path):
 
 def test_nl_run_scores_the_training_negatives(cli, data_root, tmp_path):
     run = tmp_path / "run"
-    proc = cli("train", *DIGITS, "loss=nl", "data.negatives.fraction=0.5", f"paths.data_root={data_root}",
+    proc = cli("train", *DIGITS, "loss=nl", "data.negatives.fraction=0.5", "trainer.grad_clip=1.0", f"paths.data_root={data_root}",
                f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())
@@ -95,6 +95,15 @@ def test_nl_run_scores_the_training_negatives(cli, data_root, tmp_path):
     assert len(history) == 2
     with np.load(run / "predictions" / "val.npz") as npz:
         assert npz["targets"].ndim == 1  # val keeps its true labels
+
+
+def test_nl_without_gradient_clipping_is_warned_about(cli, data_root, tmp_path):
+    proc = cli("train", *CPU, "data=digits", "trainer.epochs=1", "loss=nl", "data.negatives.fraction=0.5",
+               f"paths.data_root={data_root}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if "without gradient clipping" in line]
+    assert warning == [warning[0]] and warning[0].startswith("softloss: warning: loss=nl without gradient clipping")
+    assert "trainer.grad_clip=1.0" in warning[0]
 
 
 def test_negated_ce_run_shows_the_damage(cli, data_root, tmp_path):
