@@ -109,12 +109,13 @@ def _is_config_error(exc: Exception) -> bool:
                          "InstantiationException", "MissingConfigException", "HydraException"})
 
 
-def _describe(exc: Exception, args: list[str]) -> str:
-    """One line for an exception from Hydra, OmegaConf or instantiate."""
+def _describe(exc: Exception, args: list[str], composed=None) -> str:
+    """One line for an exception from Hydra, OmegaConf or instantiate (``composed``: the
+    config of ``args``' group choices, when the caller has it)."""
     text = str(exc).strip()
     match = re.search(r"Could not override '([^']+)'", text)
     if match:
-        return _unknown_key_message(match.group(1), args)
+        return _unknown_key_message(match.group(1), args, composed)
     if type(exc).__name__ == "InstantiationException" and exc.__cause__ is not None:
         target = re.search(r"target '([^']+)'", text)
         where = f" ({target.group(1)})" if target else ""
@@ -126,13 +127,13 @@ def _describe(exc: Exception, args: list[str]) -> str:
     return f"{type(exc).__name__}: {first} (set SOFTLOSS_DEBUG=1 for the traceback)"
 
 
-def _unknown_key_message(key: str, args: list[str]) -> str:
+def _unknown_key_message(key: str, args: list[str], composed=None) -> str:
     """'unknown key trainer.epoch (did you mean trainer.epochs?); keys under trainer: ...'."""
     import difflib
 
     parent, _, leaf = key.rpartition(".")
     try:
-        node = _compose_without_dotted(args)
+        node = composed if composed is not None else _compose_without_dotted(args)
         for part in filter(None, parent.split(".")):
             node = node[part]
         keys = sorted(str(k) for k in node.keys())
@@ -216,9 +217,12 @@ def _train(args: list[str]) -> int:
     from softloss_cli import experiment, sweep
 
     if _is_plain_multirun(args):
+        import warnings
+
         from softloss_cli.sweep_plan import check_sweep_jobs
 
-        check_sweep_jobs([a for a in args if not a.startswith("-")])
+        for message in check_sweep_jobs([a for a in args if not a.startswith("-")]):
+            warnings.warn(message, stacklevel=1)
     sweep.LAST_SWEEP.clear()
     sweep.CURRENT_SWEEP.clear()
     saved = sys.argv

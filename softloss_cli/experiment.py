@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from softloss_cli.catalog import CONFIG_DIR
 from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.run_status import RunStatus
+from softloss_cli.sweep_plan import COMPOSE_ERROR_KEY, record_composition_failures
 
 log = logging.getLogger("softloss")
 
@@ -30,6 +31,10 @@ log = logging.getLogger("softloss")
 # caught) and warns that this matching is deprecated. Our files hold every key the plugins
 # read, so they keep working where the matching is gone; the warning is noise for users.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/(launcher|sweeper)/\w+' is validated against ConfigStore schema")
+# A job whose overrides cannot be composed runs as a recorded failure instead of stopping the
+# sweep (sweep_plan.py). Installed on import: joblib's workers import this module to unpickle
+# the task function before they compose their job.
+record_composition_failures()
 
 
 def one_line(exc: BaseException) -> str:
@@ -83,6 +88,11 @@ def _task(cfg: DictConfig):
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     status = RunStatus(run_dir, list(hc.overrides.task))
+    if cfg.get(COMPOSE_ERROR_KEY):
+        reason = str(cfg[COMPOSE_ERROR_KEY])
+        status.finish("failed", reason)
+        print(f"job {hc.job.num} failed: {reason}")
+        return None
     try:
         from softloss_cli.train.loop import fit
 

@@ -1,16 +1,20 @@
-"""Before a basic-sweeper multirun starts: compose every job's config, refuse the sweep if one cannot be.
+"""A job whose config cannot be composed fails alone, and the user hears of it before the sweep runs.
 
 Hydra composes a job's config only when the launcher reaches it, and a composition error
-(``model=mlp,small_cnn model.channels=[8]``: ``mlp`` has no ``channels``) then stops the whole
-sweep, leaving the jobs after it unrun and no ``status.json`` for the failing one. Such an
-error is a mistake in the command, knowable before any compute is spent, so ``softloss train
--m`` composes every job first (about 20 ms each) and refuses the sweep in one line naming the
-job and the problem. Errors that only show at run time (a learning rate the optimizer
-refuses, a diverging loss) are the jobs' own: recorded in their ``status.json`` while the
-sweep goes on. The Optuna sweeper chooses its jobs as it goes; for it the check is that
-every key its search space names exists in the composed config (``hparams_search=optuna``
-tunes ``loss.label_smoothing``, which only ``loss=ce`` has), so a search never fails trial
-by trial on a key the chosen loss lacks.
+(``-m model=small_cnn,mlp model.channels=[8]``: ``mlp`` has no ``channels``) stops the whole
+sweep there, leaving the jobs after it unrun and no ``status.json`` for the failing one. So:
+
+- ``record_composition_failures`` (installed when ``experiment.py`` is imported, in the
+  launching process and in joblib's workers alike) makes such a job compose the base config
+  instead, marked with the one-line reason; the task function records it as a ``failed``
+  job and the sweep goes on, as for any other failure.
+- ``check_sweep_jobs`` composes every job of a basic sweep before it starts (about 20 ms
+  each) and returns one warning line per job that cannot be composed, so a mistake in the
+  command shows at once, not at the end of a long sweep.
+- The Optuna sweeper chooses its jobs as it goes; for it the check is that every key its
+  search space names exists in the composed config (``hparams_search=optuna`` tunes
+  ``loss.label_smoothing``, which only ``loss=ce`` has): that would fail every trial, so
+  the search is refused before it starts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from softloss_cli.errors import SoftlossError
 
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+#: the key of a job's config that says why its own overrides could not be composed.
+COMPOSE_ERROR_KEY = "softloss_compose_error"
 _OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
@@ -83,35 +89,73 @@ def check_search_space(cfg) -> None:
 _MISSING = object()
 
 
-def check_sweep_jobs(overrides: list[str]) -> int:
-    """Compose each job of a basic sweep, or check an Optuna search space; raise
-    ``SoftlossError`` on the first job that fails. Returns the number of jobs checked (0 for
-    another sweeper)."""
+def check_sweep_jobs(overrides: list[str]) -> list[str]:
+    """Compose each job of a basic sweep (and check an Optuna search space, raising
+    ``SoftlossError`` when it names a missing key); one warning line per job that cannot be
+    composed: it will run as a failed job."""
     from hydra import compose, initialize_config_dir
 
     from softloss_cli.catalog import CONFIG_DIR
 
-    cfg = _first_job_config(overrides)
+    try:
+        cfg = _first_job_config(overrides)
+    except SoftlossError as exc:  # the sweep's first values do not compose: nothing more can be planned
+        return [str(exc).replace(" cannot be composed: ", " cannot be composed and will be recorded as failed: ", 1)]
     check_search_space(cfg)
     jobs = planned_jobs(overrides, cfg)
-    if not jobs:
-        return 0
-    failure = None
+    failures = []
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        for number, job in enumerate(jobs):
+        for number, job in enumerate(jobs or []):
             try:
                 compose("train", overrides=job)
             except Exception as exc:  # noqa: BLE001 - any composition error is reported the same way
-                failure = number, job, exc
-                break
-    if failure:  # described outside the context: the description may compose a config itself
-        raise _not_composable(*failure) from failure[2]
-    return len(jobs)
+                failures.append((number, job, exc))
+    # Described outside the context: the description may compose a config itself.
+    return [f"job {number} of the sweep ({' '.join(_shown(job))}) cannot be composed and will be recorded as "
+            f"failed: {_describe_failure(exc, job)}" for number, job, exc in failures]
+
+
+def _shown(job: list[str]) -> list[str]:
+    return [o for o in job if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+
+def _describe_failure(exc: Exception, job: list[str], composed=None) -> str:
+    from softloss_cli.cli import _describe
+
+    return _describe(exc, list(job), composed)
 
 
 def _not_composable(number: int, job: list[str], exc: Exception) -> SoftlossError:
-    from softloss_cli.cli import _describe
+    return SoftlossError(f"job {number} of the sweep ({' '.join(_shown(job))}) cannot be composed: "
+                         f"{_describe_failure(exc, job)}")
 
-    shown = [o for o in job if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    return SoftlossError(f"job {number} of the sweep ({' '.join(shown)}) cannot be composed: "
-                         f"{_describe(exc, job)}; no job was started")
+
+def record_composition_failures() -> None:
+    """Patch Hydra's ``ConfigLoaderImpl.load_sweep_config`` (idempotent): a job whose
+    overrides do not compose gets the base config (with the job's group choices when those
+    compose) plus ``softloss_compose_error`` = the one-line reason, and its own overrides in
+    ``hydra.overrides.task`` (so ``.hydra/overrides.yaml`` and ``status.json`` name them)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from omegaconf import open_dict
+
+    original = ConfigLoaderImpl.load_sweep_config
+    if getattr(original, "_softloss", False):
+        return
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        try:
+            return original(self, master_config, sweep_overrides)
+        except Exception as exc:  # noqa: BLE001 - this job's own composition error
+            choices = [o for o in sweep_overrides if "." not in o.split("=", 1)[0]]
+            try:
+                cfg = original(self, master_config, choices)
+            except Exception:  # noqa: BLE001 - a group choice itself is the problem
+                cfg = original(self, master_config, [])
+            reason = _describe_failure(exc, list(sweep_overrides), cfg)
+            with open_dict(cfg):
+                cfg.hydra.overrides.task = list(sweep_overrides)
+                cfg[COMPOSE_ERROR_KEY] = f"cannot be composed: {reason}"
+            return cfg
+
+    load_sweep_config._softloss = True
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config

@@ -105,29 +105,50 @@ def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys)
     assert "sweep: 1/2 jobs ok" in out and sweep.CURRENT_SWEEP == {}
 
 
-def test_a_job_that_cannot_be_composed_stops_the_sweep_before_it_starts(capsys, tmp_path):
+def test_sweep_plans_expand_presets_and_name_the_jobs_that_cannot_be_composed():
     from softloss_cli.sweep_plan import check_sweep_jobs, planned_jobs
 
     jobs = planned_jobs(["experiment=negatives_ordinal", "trainer.epochs=1"])
     assert len(jobs) == 27 and jobs[0][:3] == ["loss=positives_only", "data.negatives.fraction=0.25", "seed=0"]
-    assert check_sweep_jobs(["loss=ce,rps", "seed=0,1", "data=ordinal_images"]) == 4
+    assert check_sweep_jobs(["loss=ce,rps", "seed=0,1", "data=ordinal_images"]) == []
     assert planned_jobs(["hparams_search=optuna", "data=digits"]) is None  # Optuna picks its own jobs
+    assert check_sweep_jobs(["model=small_cnn,mlp", "model.channels=[8]", "hydra.sweep.dir=/x"]) == [
+        "job 1 of the sweep (model=mlp model.channels=[8]) cannot be composed and will be recorded as failed: "
+        "unknown config key 'model.channels'; keys under model: _target_, dropout, heads, hidden"]
+    # the first job itself: named too (the rest cannot be planned without its config)
+    assert check_sweep_jobs(["model=mlp,small_cnn", "model.channels=[8]"])[0].startswith(
+        "job 0 of the sweep (model=mlp model.channels=[8]) cannot be composed and will be recorded as failed: ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_job_that_cannot_be_composed_fails_alone(cli, tmp_path, data_root, launcher):
+    """A value that only one job's config rejects at composition (mlp has no channels): that job
+    is recorded as failed (status.json, its overrides) and the other one runs, with either launcher."""
+    if launcher == "joblib":
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep_dir = tmp_path / "sweep"
-    code = cli.main(["train", "-m", "model=small_cnn,mlp", "model.channels=[8]", f"hydra.sweep.dir={sweep_dir}"])
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith("softloss: error: job 1 of the sweep (model=mlp model.channels=[8]) cannot be composed: "
-                          "unknown config key 'model.channels'; keys under model:")
-    assert err.strip().endswith("no job was started") and not sweep_dir.exists()
+    proc = cli("train", "-m", f"hydra/launcher={launcher}", "model=small_cnn,mlp", "model.channels=[8]", "data=fake",
+               *TINY, f"paths.data_root={data_root}", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    reason = "cannot be composed: unknown config key 'model.channels'; keys under model: _target_, dropout, heads, hidden"
+    assert "softloss: warning: job 1 of the sweep (model=mlp model.channels=[8] " in proc.stderr  # told up front
+    assert "Traceback" not in proc.stderr
+    status = _statuses(sweep_dir)
+    assert status["0"]["status"] == "ok" and status["1"]["status"] == "failed"
+    assert status["1"]["reason"] == reason and status["1"]["overrides"][:2] == ["model=mlp", "model.channels=[8]"]
+    summary = json.loads((sweep_dir / "sweep.json").read_text())
+    assert summary["counts"] == {"ok": 1, "failed": 1}
+    assert f"  job 1 failed: {reason}" in proc.stdout
 
 
 def test_an_optuna_search_over_a_key_the_loss_lacks_is_refused_before_it_starts(capsys):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     from softloss_cli.sweep_plan import check_sweep_jobs
 
-    assert check_sweep_jobs(["hparams_search=optuna", "data=digits", "model=mlp"]) == 0  # ce has label_smoothing
-    assert check_sweep_jobs(["hparams_search=optuna_scale", "loss=rps", "data=ordinal_images"]) == 0
-    assert check_sweep_jobs(["hparams_search=optuna_scale", "loss=sord", "loss.alpha=interval(1, 8)"]) == 0
+    assert check_sweep_jobs(["hparams_search=optuna", "data=digits", "model=mlp"]) == []  # ce has label_smoothing
+    assert check_sweep_jobs(["hparams_search=optuna_scale", "loss=rps", "data=ordinal_images"]) == []
+    assert check_sweep_jobs(["hparams_search=optuna_scale", "loss=sord", "loss.alpha=interval(1, 8)"]) == []
     assert cli.main(["train", "hparams_search=optuna", "loss=rps", "data=ordinal_images"]) == 2
     err = capsys.readouterr().err
     assert err == ("softloss: error: the search space tunes loss.label_smoothing, which loss=rps does not have; "
