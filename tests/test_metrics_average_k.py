@@ -137,6 +137,19 @@ def test_threshold_scales_to_plantnet_validation_size():
 # ---------------------------------------------------------------- buckets
 
 
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("levels", [3, 1000])
+def test_sampled_extreme_values_equal_topk_with_heavy_ties(largest, levels):
+    """Above 4M scores the threshold search samples; with few distinct values (ties across
+    the cutoff) it must still give topk's values exactly."""
+    g = torch.Generator().manual_seed(levels)
+    n, c, m = 5000, 1000, 12_345  # 5M scores: the sampled path
+    flat = (torch.randint(0, levels, (n * c,), generator=g).float() / levels)
+    assert flat.numel() > 4 * ak._SAMPLE_ELEMENTS
+    got = ak._extreme_values(flat, m, largest=largest, row_len=c)
+    assert torch.equal(got, torch.topk(flat, m, largest=largest, sorted=True).values)
+
+
 def test_class_buckets_terciles_by_count():
     counts = [5, 50, 500, 1, 7, 7, 300, 2, 40, 8]
     bucket = ak.class_buckets(counts).tolist()
