@@ -314,3 +314,9 @@ def test_nl_rows_gradcheck(neg_weight):
     z[4, 4] += 60.0  # 1 - p_l ~ e^-60: the log-domain (leave-one-out) path
     z.requires_grad_()
     assert torch.autograd.gradcheck(lambda x: _nl_rows(x, label, positive, neg_weight)[0], (z,))
+
+
+def test_only_nl_asks_for_gradient_clipping():
+    assert "collapsed" in NegativeLearningLoss.clip_advice
+    assert PositivesOnlyLoss.clip_advice is None and NegatedCrossEntropyLoss.clip_advice is None
+    assert LOSSES.get("ce").clip_advice is None

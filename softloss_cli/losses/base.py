@@ -45,12 +45,15 @@ class ClassificationLoss(nn.Module):
         activation: ``'softmax'`` or ``'sigmoid'``: how metrics turn its logits into scores.
         needs_aux: it needs a second head (``model.heads=two``), passed as ``aux_logits``.
         set_source: which output Average-K sets are read from (``'logits'`` or ``'aux_logits'``).
+        clip_advice: None, or why this loss should train with gradient clipping: the
+            trainer warns with it when ``trainer.grad_clip`` is off.
     """
 
     task_kinds: tuple[str, ...] = ("multiclass", "ordinal")
     activation: str = "softmax"
     needs_aux: bool = False
     set_source: str = "logits"
+    clip_advice: str | None = None
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()

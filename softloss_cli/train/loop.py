@@ -128,13 +128,11 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         torch.backends.cudnn.benchmark = not t.get("deterministic", False)
     ckpt.seed_everything(cfg.seed)
     data, loss_fn, model = build_setup(cfg, device)
-    if getattr(loss_fn, "registry_name", None) == "nl" and loss_fn.neg_weight > 0 and not cfg.trainer.grad_clip:
+    if getattr(loss_fn, "clip_advice", None) and not cfg.trainer.grad_clip:
         import warnings
 
-        # Measured: configs/experiment/negatives*.yaml without clipping (README, "Negatives").
-        warnings.warn("loss=nl without gradient clipping: with SGD at lr 0.05, one seed in three collapsed to a "
-                      "constant prediction in its first epoch on digits and ordinal_images; add "
-                      "trainer.grad_clip=1.0 (the negatives presets do)", stacklevel=1)
+        warnings.warn(f"loss={getattr(loss_fn, 'registry_name', type(loss_fn).__name__)} without gradient clipping: "
+                      f"{loss_fn.clip_advice}; add trainer.grad_clip=1.0", stacklevel=1)
     task = data.task
     if t.get("sync_bn"):
         model = dist.sync_bn(model)
