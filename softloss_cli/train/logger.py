@@ -208,9 +208,9 @@ def write_sweep_hparams(sweep_dir: Path, run_dirs: list[Path]) -> Path | None:
     Its columns are the union of its jobs' hyper-parameters (``hparams.json``; a string
     parameter lists every value the jobs took, so the tab can filter on it) and of their
     ``final/*`` metrics, so a sweep over losses shows every loss's knobs. TensorBoard opened
-    on the sweep (or on a directory holding it and single runs) reads this summary; with
-    several sweeps under one logdir it picks one of their summaries. Returns the directory
-    written, or None when no job finished.
+    on the sweep reads this summary; with other experiment summaries under the same logdir
+    (other sweeps, single runs) it picks one of them. Returns the directory written, or None
+    when no job finished.
     """
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
