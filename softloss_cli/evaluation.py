@@ -168,10 +168,8 @@ def evaluate_run(run_dir: Path, overrides: list[str] | None = None, checkpoint: 
     # Imported once the arguments are known to be good: bad input answers without torch's start-up.
     import torch
 
-    from softloss_cli.metrics import compute_metrics
     from softloss_cli.train import checkpoint as ckpt
-    from softloss_cli.train.evaluate import predict, to_eval_outputs
-    from softloss_cli.train.loop import build_setup, evaluate, make_loader
+    from softloss_cli.train.loop import build_setup, evaluate, make_loader, partial_train_metrics
     from softloss_cli.train.precision import Precision, resolve_device, resolve_precision
 
     t = cfg.trainer
@@ -204,14 +202,9 @@ def evaluate_run(run_dir: Path, overrides: list[str] | None = None, checkpoint: 
         test_metrics, _ = evaluate(model, make_loader(cfg, data, "test", device), loss_fn, precision, "test", task,
                                    channels_last, reference=val_out)
         metrics.update(test_metrics)
-    if split is None and task.kind == "partial":
-        # As final_evaluation: the training split scored against its partial targets, with the
-        # weights at the end of training.
-        if which != "last":
-            model.load_state_dict(ckpt.load(path.with_name("last.pt"), map_location=device)["model"])
-        train_out = to_eval_outputs(predict(model, make_loader(cfg, data, "train", device), precision, channels_last),
-                                    loss_fn, data.train, "train")
-        metrics.update({f"train/{k}": v for k, v in compute_metrics(train_out, task, kind="partial").items()})
+    if split is None and task.kind == "partial":  # as final_evaluation
+        metrics.update(partial_train_metrics(cfg, data, model, loss_fn, precision, channels_last, device,
+                                             path.with_name("last.pt"), which))
     return metrics
 
 

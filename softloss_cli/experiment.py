@@ -88,35 +88,36 @@ def _task(cfg: DictConfig):
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     status = RunStatus(run_dir, list(hc.overrides.task))
+
+    def end(outcome: str, reason: str, error: BaseException, interrupted: bool = False) -> None:
+        """A job that did not succeed: ``status.json``, ``train.log``, then (unless the user
+        interrupted it) the error for the CLI (single run) or one printed line (sweep, which goes on)."""
+        status.finish(outcome, reason)
+        log.info("%s: %s", outcome, reason)  # INFO is below the console's level: printed once, below
+        if interrupted:
+            return
+        if multirun:
+            print(f"job {hc.job.num} {outcome}: {reason}")
+        else:
+            _SINGLE_RUN_ERROR.append(error)
+
     if cfg.get(COMPOSE_ERROR_KEY):
         reason = str(cfg[COMPOSE_ERROR_KEY])
-        status.finish("failed", reason)
-        print(f"job {hc.job.num} failed: {reason}")
+        end("failed", reason, SoftlossError(reason))
         return None
     try:
         from softloss_cli.train.loop import fit
 
         metrics = fit(cfg, run_dir)
     except DivergedError as exc:
-        status.finish("diverged", one_line(exc))
-        # To train.log only (INFO is below the console's level): the CLI or the sweep prints it once.
-        log.info("diverged: %s", one_line(exc))
-        if not multirun:
-            _SINGLE_RUN_ERROR.append(exc)
-            return None
-        print(f"job {hc.job.num} diverged: {one_line(exc)}")
+        end("diverged", one_line(exc), exc)
         return None
     except BaseException as exc:
-        reason = failure_reason(exc)
-        status.finish("failed", reason)
-        log.info("failed: %s", reason)
         (run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        end("failed", failure_reason(exc), exc, interrupted)
+        if interrupted:
             raise
-        if not multirun:
-            _SINGLE_RUN_ERROR.append(exc)
-            return None
-        print(f"job {hc.job.num} failed: {reason}")
         return None
     wanted = cfg.get("optimized_metric")
     if wanted and wanted not in metrics:
@@ -124,11 +125,7 @@ def _task(cfg: DictConfig):
         # be lost, so say which names exist (a failed job in a sweep, an error in a single run).
         names = ", ".join(sorted(k for k in metrics if k.startswith("val/")))
         reason = f"optimized_metric={wanted} is not a metric of this run; validation metrics: {names}"
-        status.finish("failed", reason)
-        if not multirun:
-            _SINGLE_RUN_ERROR.append(SoftlossError(reason))
-            return None
-        print(f"job {hc.job.num} failed: {reason}")
+        end("failed", reason, SoftlossError(reason))
         return None
     status.finish("ok")
     from softloss_cli.summary import print_run_summary

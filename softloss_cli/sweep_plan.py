@@ -25,14 +25,12 @@ _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 #: the key of a job's config that says why its own overrides could not be composed.
 COMPOSE_ERROR_KEY = "softloss_compose_error"
 _OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+_MISSING = object()
 
 
-def _first_job_config(overrides: list[str]):
-    """The config (with ``hydra``) of the sweep's first values; search spaces left out."""
-    from hydra import compose, initialize_config_dir
+def _first_values(overrides: list[str]) -> list[str]:
+    """The overrides with each enumerable sweep at its first value and search spaces left out."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from softloss_cli.catalog import CONFIG_DIR
 
     first = []
     for o in OverridesParser.create().parse_overrides(overrides):
@@ -40,11 +38,16 @@ def _first_job_config(overrides: list[str]):
             first.append(o.input_line)
         elif o.value_type.name in ("CHOICE_SWEEP", "SIMPLE_CHOICE_SWEEP", "RANGE_SWEEP"):
             first.append(f"{o.get_key_element()}={next(o.sweep_string_iterator())}")
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose("train", overrides=first, return_hydra_config=True)
-    except Exception as exc:  # noqa: BLE001 - the first job itself does not compose
-        raise _not_composable(0, first, exc) from exc
+    return first
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from softloss_cli.catalog import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
 
 
 def planned_jobs(overrides: list[str], cfg=None) -> list[list[str]] | None:
@@ -56,7 +59,7 @@ def planned_jobs(overrides: list[str], cfg=None) -> list[list[str]] | None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = cfg if cfg is not None else _first_job_config(overrides)
+    cfg = cfg if cfg is not None else _compose(_first_values(overrides))
     if cfg.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
         return None
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
@@ -75,7 +78,7 @@ def check_search_space(cfg) -> None:
         key = str(key).lstrip("+")
         if "/" in key or key in choices or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
             continue
-        group, _, leaf = key.partition(".")
+        group = key.partition(".")[0]
         node = cfg.get(group)
         keys = ", ".join(sorted(k for k in node.keys() if k != "_target_")) if OmegaConf.is_dict(node) else ""
         chosen = f"{group}={choices.get(group)}" if choices.get(group) else "this config"
@@ -86,9 +89,6 @@ def check_search_space(cfg) -> None:
                             + f"; search one of them on the command line, e.g. '{group}.<key>=interval(a, b)'")
 
 
-_MISSING = object()
-
-
 def check_sweep_jobs(overrides: list[str]) -> list[str]:
     """Compose each job of a basic sweep (and check an Optuna search space, raising
     ``SoftlossError`` when it names a missing key); one warning line per job that cannot be
@@ -97,22 +97,26 @@ def check_sweep_jobs(overrides: list[str]) -> list[str]:
 
     from softloss_cli.catalog import CONFIG_DIR
 
+    first = _first_values(overrides)
     try:
-        cfg = _first_job_config(overrides)
-    except SoftlossError as exc:  # the sweep's first values do not compose: nothing more can be planned
-        return [str(exc).replace(" cannot be composed: ", " cannot be composed and will be recorded as failed: ", 1)]
+        cfg = _compose(first)
+    except Exception as exc:  # noqa: BLE001 - the sweep's first values do not compose: nothing more to plan
+        return [_warning(0, first, exc)]
     check_search_space(cfg)
-    jobs = planned_jobs(overrides, cfg)
     failures = []
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        for number, job in enumerate(jobs or []):
+        for number, job in enumerate(planned_jobs(overrides, cfg) or []):
             try:
                 compose("train", overrides=job)
             except Exception as exc:  # noqa: BLE001 - any composition error is reported the same way
                 failures.append((number, job, exc))
     # Described outside the context: the description may compose a config itself.
-    return [f"job {number} of the sweep ({' '.join(_shown(job))}) cannot be composed and will be recorded as "
-            f"failed: {_describe_failure(exc, job)}" for number, job, exc in failures]
+    return [_warning(number, job, exc) for number, job, exc in failures]
+
+
+def _warning(number: int, job: list[str], exc: Exception) -> str:
+    return (f"job {number} of the sweep ({' '.join(_shown(job))}) cannot be composed and will be recorded as "
+            f"failed: {_describe_failure(exc, job)}")
 
 
 def _shown(job: list[str]) -> list[str]:
@@ -123,11 +127,6 @@ def _describe_failure(exc: Exception, job: list[str], composed=None) -> str:
     from softloss_cli.cli import _describe
 
     return _describe(exc, list(job), composed)
-
-
-def _not_composable(number: int, job: list[str], exc: Exception) -> SoftlossError:
-    return SoftlossError(f"job {number} of the sweep ({' '.join(_shown(job))}) cannot be composed: "
-                         f"{_describe_failure(exc, job)}")
 
 
 def record_composition_failures() -> None:

@@ -115,6 +115,26 @@ class SoftmaxLoss(ClassificationLoss):
                                 f"this model's outputs: {given}")
         return aux[self.penalty_on]
 
+    def add_regularisers(self, loss: torch.Tensor, z: torch.Tensor, aux: dict, reduce, parts: dict) -> torch.Tensor:
+        """``loss + penalty_weight * reduce(penalty) + balance_weight * load_balance`` on the
+        ``penalty_on`` output (float32 logits ``z`` or an auxiliary output); records both terms
+        in ``parts``. ``reduce`` turns the per-sample penalty ``[B]`` into the loss's reduction."""
+        if self.penalty_fn is None and not self.balance_weight:
+            return loss
+        source = z if self.penalty_on == "logits" else self._penalty_source(aux).float()
+        log_probs = torch.log_softmax(source, dim=-1)
+        if self.penalty_fn is not None:
+            pen = reduce(self.penalty_fn(log_probs))
+            parts["penalty"] = pen.detach()
+            loss = loss + self.penalty_weight * pen
+        if self.balance_weight:
+            from softloss_cli.losses.confidence import load_balance  # confidence imports this module
+
+            balance = load_balance(log_probs)
+            parts["balance"] = balance.detach()
+            loss = loss + self.balance_weight * balance
+        return loss
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         # float32 with autocast off: bf16/fp16 log-probabilities underflow and give inf/NaN.
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -122,19 +142,7 @@ class SoftmaxLoss(ClassificationLoss):
             aux32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in aux.items()}
             main = reduce_loss(self.per_sample(z, target, **aux32), self.reduction)
             parts = {"main": main.detach()}
-            loss = main
-            if self.penalty_fn is not None:
-                source = z if self.penalty_on == "logits" else self._penalty_source(aux32)
-                pen = reduce_loss(self.penalty_fn(torch.log_softmax(source, dim=-1)), self.reduction)
-                parts["penalty"] = pen.detach()
-                loss = loss + self.penalty_weight * pen
-            if self.balance_weight:
-                from softloss_cli.losses.confidence import load_balance  # confidence imports this module
-
-                source = z if self.penalty_on == "logits" else self._penalty_source(aux32)
-                balance = load_balance(torch.log_softmax(source, dim=-1))
-                parts["balance"] = balance.detach()
-                loss = loss + self.balance_weight * balance
+            loss = self.add_regularisers(main, z, aux32, lambda v: reduce_loss(v, self.reduction), parts)
         self.last_parts = parts
         return loss
 

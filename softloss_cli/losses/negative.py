@@ -292,18 +292,6 @@ class PositivesOnlyLoss(PartialLoss):
             ce = F.cross_entropy(z, label, reduction="none")
             main = reduce(ce)
             parts = {"main": main.detach(), "pos_ce": ((ce * keep).sum() / count).detach()}
-            loss = main
-            if self.penalty_fn is not None:
-                source = z if self.penalty_on == "logits" else self._penalty_source(aux).float()
-                pen = reduce(self.penalty_fn(torch.log_softmax(source, dim=-1)))
-                parts["penalty"] = pen.detach()
-                loss = loss + self.penalty_weight * pen
-            if self.balance_weight:
-                from softloss_cli.losses.confidence import load_balance  # confidence imports base
-
-                source = z if self.penalty_on == "logits" else self._penalty_source(aux).float()
-                balance = load_balance(torch.log_softmax(source, dim=-1))
-                parts["balance"] = balance.detach()
-                loss = loss + self.balance_weight * balance
+            loss = self.add_regularisers(main, z, aux, reduce, parts)
         self.last_parts = parts
         return loss

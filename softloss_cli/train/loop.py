@@ -314,19 +314,29 @@ def final_evaluation(cfg, data, model, loss_fn, precision, run_dir: Path, channe
                                       data.task, channels_last, reference=val_out, dist=dist)
     metrics = {**val_metrics, **test_metrics}
     if data.task.kind == "partial":
-        # The negatives' metrics describe the end of training (what the model learnt from
-        # "not l"), whichever checkpoint val/test are scored with.
-        if which != "last":
-            model.load_state_dict(ckpt.load(run_dir / "checkpoints" / "last.pt", map_location=device)["model"])
-        train_out = to_eval_outputs(predict(model, make_loader(cfg, data, "train", device, **shard), precision,
-                                            channels_last, dist), loss_fn, data.train, "train")
-        metrics.update({f"train/{k}": v for k, v in compute_metrics(train_out, data.task, kind="partial").items()})
+        metrics.update(partial_train_metrics(cfg, data, model, loss_fn, precision, channels_last, device,
+                                             run_dir / "checkpoints" / "last.pt", which, dist))
     if dist.is_main:
         write_predictions(run_dir / "predictions", {"val": val_out, "test": test_out})
         tmp = run_dir / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         tmp.replace(run_dir / "metrics.json")
     return metrics, {"val": val_out, "test": test_out}
+
+
+def partial_train_metrics(cfg, data, model, loss_fn, precision, channels_last, device, last_pt: Path, which: str,
+                          dist=None) -> dict[str, float]:
+    """``train/*`` metrics of a partial task: the training split scored against its partial
+    targets (``train/neg_violation_rate``...) with the weights at the end of training
+    (``last_pt``, loaded into ``model`` unless ``which`` is already ``'last'``), whichever
+    checkpoint val/test are scored with: they describe what the model learnt from "not l".
+    Shared by ``final_evaluation`` and ``softloss eval``; under DDP each rank scores its shard."""
+    if which != "last":
+        model.load_state_dict(ckpt.load(last_pt, map_location=device)["model"])
+    shard = {"rank": dist.rank, "world_size": dist.world_size} if dist is not None else {}
+    train_out = to_eval_outputs(predict(model, make_loader(cfg, data, "train", device, **shard), precision,
+                                        channels_last, dist), loss_fn, data.train, "train")
+    return {f"train/{k}": v for k, v in compute_metrics(train_out, data.task, kind="partial").items()}
 
 
 def write_predictions(folder: Path, outputs: dict) -> None:
