@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from softloss_cli.losses.regularisers import PENALTIES, load_balance
 from softloss_cli.registry import Registry
 
 REDUCTIONS = ("mean", "sum", "none")
 
 #: name -> loss class; filled by the ``@LOSSES.register`` decorators of each family module.
 LOSSES = Registry("loss")
-#: name -> per-sample penalty ``f(log_probs [B, C]) -> [B]``; see ``losses/confidence.py``.
-PENALTIES = Registry("penalty")
 
 
 def check_reduction(reduction: str) -> str:
@@ -128,8 +127,6 @@ class SoftmaxLoss(ClassificationLoss):
             parts["penalty"] = pen.detach()
             loss = loss + self.penalty_weight * pen
         if self.balance_weight:
-            from softloss_cli.losses.confidence import load_balance  # confidence imports this module
-
             balance = load_balance(log_probs)
             parts["balance"] = balance.detach()
             loss = loss + self.balance_weight * balance
