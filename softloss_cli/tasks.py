@@ -55,3 +55,40 @@ class Task:
     def values(self) -> tuple[float, ...]:
         """Ordinal label values (0..C-1 when the dataset declares none)."""
         return self.label_values or tuple(float(i) for i in range(self.num_classes))
+
+
+#: headline metrics per task kind (bare names, in column order): the report's default
+#: columns (on the test split) and the TensorBoard custom-scalars charts.
+HEADLINE = {
+    "multiclass": ("accuracy", "nll", "ece", "mean_max_prob"),
+    "ordinal": ("accuracy", "mae", "mae_expected", "rps", "qwk", "off1_acc", "group8_sum_mae"),
+    "multilabel": ("map", "f1_micro", "f1_macro", "exact_match", "empty_fpr", "mean_active"),
+    "partial": ("accuracy", "nll", "neg_violation_rate"),
+}
+#: scenario datasets whose question needs other columns than their task kind's defaults.
+DATA_HEADLINE = {
+    "routing_images": ("accuracy", "decisive_share_90", "decisive_share_99", "mean_entropy",
+                       "gate_decisive_share_99", "gate_mean_entropy", "soft_route_acc", "hard_route_acc",
+                       "hard_route_gap"),
+    "ambiguous_images": ("accuracy", "avgk_acc_k1", "avgk_acc_k2", "avgk_acc_k3", "avgk_acc_k5",
+                         "avgk_macro_acc_k3", "avgk_set_size_k3", "avgk_oracle_acc_k3"),
+}
+
+
+def infer_kind(names) -> str:
+    """The task kind a run's metric names imply (for runs without ``task.json``)."""
+    bare = {n.rsplit("/", 1)[-1] for n in names}
+    if "map" in bare or "f1_micro" in bare:
+        return "multilabel"
+    if "neg_violation_rate" in bare:
+        return "partial"
+    if "mae" in bare or "qwk" in bare or "rps" in bare:
+        return "ordinal"
+    return "multiclass"
+
+
+def headline_metrics(kind: str, data: str | None = None) -> tuple[str, ...]:
+    """Bare names of the headline metrics of a task kind (or of a scenario dataset)."""
+    if data in DATA_HEADLINE:
+        return DATA_HEADLINE[data]
+    return HEADLINE.get(kind, HEADLINE["multiclass"])

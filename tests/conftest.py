@@ -40,7 +40,7 @@ def compose_cfg():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from softloss_cli.catalog import CONFIG_DIR
+    from softloss_cli.config.catalog import CONFIG_DIR
 
     def _compose(overrides=(), return_hydra_config=False):
         GlobalHydra.instance().clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from softloss_cli import catalog
+from softloss_cli.config import catalog
 
 
 def test_importing_the_cli_does_not_import_torch():

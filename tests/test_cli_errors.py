@@ -14,7 +14,7 @@ import torch
 from conftest import TINY
 from PIL import Image
 
-from softloss_cli import catalog
+from softloss_cli.config import catalog
 from softloss_cli.data.base import check_targets
 from softloss_cli.errors import SoftlossError
 from softloss_cli.tasks import Task

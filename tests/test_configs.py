@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from softloss_cli import catalog
+from softloss_cli.config import catalog
 from softloss_cli.losses import LOSSES, ClassificationLoss
 
 

@@ -13,7 +13,7 @@ from conftest import TINY, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
-from softloss_cli import evaluation
+from softloss_cli.commands import evaluate as evaluation
 from softloss_cli.errors import SoftlossError
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from softloss_cli.compat import check_loss_task
+from softloss_cli.config.compat import check_loss_task
 from softloss_cli.errors import SoftlossError
 from softloss_cli.losses import LOSSES
 from softloss_cli.losses.average_k import (

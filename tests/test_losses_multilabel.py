@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from softloss_cli.compat import check_loss_task
+from softloss_cli.config.compat import check_loss_task
 from softloss_cli.errors import SoftlossError
 from softloss_cli.losses import LOSSES
 from softloss_cli.losses.multilabel import AsymmetricLoss, BCELoss, FocalLoss, SoftmaxMultiLabelLoss
@@ -326,10 +326,10 @@ def test_softmax_ml_rows_gradcheck(uniform):
 
 
 def test_bce_rows_gradcheck():
-    from softloss_cli.losses.multilabel import _bce_rows
+    from softloss_cli.losses.multilabel import bce_rows
 
     z, t = _gc_inputs(2)
-    assert torch.autograd.gradcheck(lambda x: _bce_rows(x, t), (z,))
+    assert torch.autograd.gradcheck(lambda x: bce_rows(x, t), (z,))
 
 
 @pytest.mark.parametrize(("gamma", "a_pos", "a_neg"), [(2.0, 1.0, 1.0), (1.5, 0.75, 0.25), (0.0, 1.0, 1.0), (3.0, 0.25, 0.75)])

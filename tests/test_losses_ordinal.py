@@ -9,8 +9,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from softloss_cli import catalog
-from softloss_cli.compat import check_loss_task
+from softloss_cli.config import catalog
+from softloss_cli.config.compat import check_loss_task
 from softloss_cli.errors import SoftlossError
 from softloss_cli.losses import (
     LOSSES,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from softloss_cli import report
+from softloss_cli.commands import report
 from softloss_cli.errors import SoftlossError
 
 
@@ -232,7 +232,7 @@ def test_cli_report_bad_path_exit_2(cli, tmp_path):
 
 
 def test_run_summary_keeps_to_headline_metrics_when_there_are_many(capsys, tmp_path):
-    from softloss_cli.summary import MAX_ROWS, print_run_summary, summary_names
+    from softloss_cli.runs.summary import MAX_ROWS, print_run_summary, summary_names
 
     few = {f"{s}/{n}": 0.5 for s in ("val", "test") for n in ("accuracy", "nll", "mae")}
     assert summary_names(few, "ordinal") == ["accuracy", "mae", "nll"]

@@ -14,11 +14,14 @@ import pytest
 import yaml
 from conftest import TINY
 
-from softloss_cli import catalog, cli, sweep
+from softloss_cli import cli
+from softloss_cli.config import catalog
+from softloss_cli.config.choices import check_choices
 from softloss_cli.errors import DivergedError, SoftlossError
-from softloss_cli.experiment import failure_reason
 from softloss_cli.metrics import lower_is_better
-from softloss_cli.run_status import RunStatus, read_status
+from softloss_cli.runs import sweep
+from softloss_cli.runs.job import failure_reason
+from softloss_cli.runs.status import RunStatus, read_status
 
 LAUNCHERS = catalog.CONFIG_DIR / "hydra" / "launcher"
 # The CLI silences Hydra's schema-matching notice for our launcher files (experiment.py); pytest
@@ -85,7 +88,7 @@ def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys)
     end-of-sweep callback: the CLI still records the jobs that ran, then fails in one line."""
     import time
 
-    from softloss_cli import experiment
+    from softloss_cli.runs import job as experiment
 
     def launcher_dies():
         sweep.CURRENT_SWEEP.update(dir=tmp_path, overrides=["seed=0,1"], since=time.time() - 1)
@@ -106,7 +109,7 @@ def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys)
 
 
 def test_sweep_plans_expand_presets_and_name_the_jobs_that_cannot_be_composed():
-    from softloss_cli.sweep_plan import check_sweep_jobs, planned_jobs
+    from softloss_cli.runs.sweep_plan import check_sweep_jobs, planned_jobs
 
     jobs = planned_jobs(["experiment=negatives_ordinal", "trainer.epochs=1"])
     assert len(jobs) == 27 and jobs[0][:3] == ["loss=positives_only", "data.negatives.fraction=0.25", "seed=0"]
@@ -144,7 +147,7 @@ def test_a_job_that_cannot_be_composed_fails_alone(cli, tmp_path, data_root, lau
 
 def test_an_optuna_search_over_a_key_the_loss_lacks_is_refused_before_it_starts(capsys):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    from softloss_cli.sweep_plan import check_sweep_jobs
+    from softloss_cli.runs.sweep_plan import check_sweep_jobs
 
     assert check_sweep_jobs(["hparams_search=optuna", "data=digits", "model=mlp"]) == []  # ce has label_smoothing
     assert check_sweep_jobs(["hparams_search=optuna_scale", "loss=rps", "data=ordinal_images"]) == []
@@ -209,17 +212,19 @@ def test_submitit_launcher_configs_are_complete(compose_cfg, name):
 
 
 def test_missing_launcher_or_sweeper_extra_is_one_line(monkeypatch):
-    monkeypatch.setattr(cli, "_module_exists", lambda name: False)
+    from softloss_cli.config import choices
+
+    monkeypatch.setattr(choices, "_module_exists", lambda name: False)
     with pytest.raises(SoftlossError) as info:
-        cli.check_choices(["hydra/launcher=submitit_slurm"])
+        check_choices(["hydra/launcher=submitit_slurm"])
     assert str(info.value) == ("hydra/launcher=submitit_slurm needs the 'submitit' extra: "
                                "pip install 'softloss-cli[submitit]'")
     with pytest.raises(SoftlossError) as info:
-        cli.check_choices(["-m", "hparams_search=optuna"])
+        check_choices(["-m", "hparams_search=optuna"])
     assert str(info.value) == ("hparams_search=optuna needs the 'optuna' extra (hydra/sweeper=optuna): "
                                "pip install 'softloss-cli[optuna]'")
     with pytest.raises(SoftlossError, match=r"^unknown hparams_search 'nope'; choose one of: optuna, optuna_scale"):
-        cli.check_choices(["hparams_search=nope"])
+        check_choices(["hparams_search=nope"])
 
 
 # optuna tunes CE's label_smoothing; optuna_scale the logit scale every softmax loss has.

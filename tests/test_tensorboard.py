@@ -20,8 +20,8 @@ from sklearn.metrics import confusion_matrix  # noqa: E402
 from softloss_cli.metrics import EvalOutputs  # noqa: E402
 from softloss_cli.metrics.classification import ece  # noqa: E402
 from softloss_cli.plots import classification as plots  # noqa: E402
+from softloss_cli.plots.registry import task_figures  # noqa: E402
 from softloss_cli.tasks import Task  # noqa: E402
-from softloss_cli.train.figures import task_figures  # noqa: E402
 from softloss_cli.train.logger import hparam_values, scalars_layout  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from softloss_cli.compat import check_loss_task
+from softloss_cli.config.compat import check_loss_task
 from softloss_cli.data.augment import random_crop_flip
 from softloss_cli.data.base import TensorSplit, check_targets
 from softloss_cli.data.loaders import EpochLoader

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, with_grad
-from softloss_cli.losses.multilabel import SigmoidLoss, _bce_rows
+from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows
 
 __all__ = ["TwoHeadLoss", "AssumeNegativeLoss", "WeakAssumeNegativeLoss", "ExpectedPositiveLoss"]
 
@@ -203,7 +203,7 @@ class TwoHeadLoss(SoftmaxLoss):
         pseudo, boundary = self.pseudo_labels(probs, target)
         grad = probs.scatter_add_(1, target[:, None], torch.full_like(ce[:, None], -1.0)) if needs_grad(logits) else None
         ce = with_grad(logits, ce, grad)
-        bce = _bce_rows(aux_logits, pseudo) / logits.shape[1]
+        bce = bce_rows(aux_logits, pseudo) / logits.shape[1]
         self._parts = {
             "ce": ce.mean().detach(),
             "aux_bce": bce.mean().detach(),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 # Re-exported: the penalties and the balancing term are part of this scenario's public API.
-from softloss_cli.losses.regularisers import PENALTIES, entropy_penalty, load_balance, qq_penalty
+from softloss_cli.losses.regularisers import entropy_penalty, load_balance, qq_penalty
 
 __all__ = ["annealed_temperature", "entropy_penalty", "gumbel_softmax_st", "load_balance", "qq_penalty"]
 

@@ -144,7 +144,7 @@ class BCELoss(SigmoidLoss):
                 raise ValueError(f"pos_weight has {len(pos_weight)} entries for {logits.shape[1]} categories")
             pos_weight = pos_weight.to(logits.device)  # the trainer does not move losses to the device
         if pos_weight is None:
-            return _bce_rows(logits, target.to(logits.dtype))
+            return bce_rows(logits, target.to(logits.dtype))
         return F.binary_cross_entropy_with_logits(
             logits, target.float(), pos_weight=pos_weight, reduction="none"
         ).sum(dim=1)
@@ -176,7 +176,7 @@ def _softmax_ml_rows(z: torch.Tensor, t: torch.Tensor, uniform: bool) -> torch.T
     return with_grad(z, values, grad)
 
 
-def _bce_rows(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def bce_rows(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``sum_c [softplus(z_c) - t_c z_c]`` per row: BCE with logits summed over categories.
 
     ``z``, ``t``: ``[B, C]``; returns ``[B]``. Each entry is ``softplus(z) - t z`` (exactly 0

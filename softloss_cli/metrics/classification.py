@@ -46,7 +46,7 @@ TOPK_KS = (1, 2, 3, 5)
 # --------------------------------------------------------------------------- validation
 
 
-def _check_matrix(x, name: str) -> None:
+def check_matrix(x, name: str) -> None:
     """``x`` is a non-empty 2-D floating-point tensor without NaN."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -63,15 +63,16 @@ def _check_matrix(x, name: str) -> None:
         raise ValueError(f"{name} contains NaN")
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``x`` when it holds +-inf."""
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} must be finite, got +-inf")
 
 
-def _check_probs(probs, name: str = "probs") -> None:
+def check_probs(probs, name: str = "probs") -> None:
     """``probs`` is ``[N, C]``, finite, in [0, 1], rows summing to 1 within a dtype tolerance."""
-    _check_matrix(probs, name)
-    _check_finite(probs, name)
+    check_matrix(probs, name)
+    check_finite(probs, name)
     lo, hi = probs.min().item(), probs.max().item()
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} must be probabilities in [0, 1], got values from {lo:.6g} to {hi:.6g}")
@@ -84,7 +85,7 @@ def _check_probs(probs, name: str = "probs") -> None:
         )
 
 
-def _check_targets(targets, n: int, c: int) -> None:
+def check_targets(targets, n: int, c: int) -> None:
     """``targets`` is ``[n]`` integer class indices in ``[0, c)``."""
     if not isinstance(targets, torch.Tensor):
         raise ValueError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
@@ -139,8 +140,8 @@ def accuracy(scores: torch.Tensor, targets: torch.Tensor, *, validate_args: bool
     Returns the mean over samples, a float in [0, 1].
     """
     if validate_args:
-        _check_matrix(scores, "scores")
-        _check_targets(targets, *scores.shape)
+        check_matrix(scores, "scores")
+        check_targets(targets, *scores.shape)
     pred = scores.detach().argmax(dim=1)
     return (pred == targets.to(pred.device, torch.int64)).to(torch.float64).mean().item()
 
@@ -167,8 +168,8 @@ def topk_accuracy(
     Returns the mean over samples, a float in [0, 1].
     """
     if validate_args:
-        _check_matrix(scores, "scores")
-        _check_targets(targets, *scores.shape)
+        check_matrix(scores, "scores")
+        check_targets(targets, *scores.shape)
         _check_k(k, scores.shape[1])
     s = scores.detach()
     y = targets.to(s.device, torch.int64)
@@ -195,9 +196,9 @@ def nll(logits: torch.Tensor, targets: torch.Tensor, *, validate_args: bool = Tr
     Returns the mean over samples in nats, a float >= 0 (0 when ``C = 1``).
     """
     if validate_args:
-        _check_matrix(logits, "logits")
-        _check_finite(logits, "logits")
-        _check_targets(targets, *logits.shape)
+        check_matrix(logits, "logits")
+        check_finite(logits, "logits")
+        check_targets(targets, *logits.shape)
     z = _f64(logits)
     y = targets.to(z.device, torch.int64)
     logp_true = torch.log_softmax(z, dim=1).gather(1, y[:, None])
@@ -219,8 +220,8 @@ def brier(probs: torch.Tensor, targets: torch.Tensor, *, validate_args: bool = T
     Computed in float64. Returns a float in [0, 2].
     """
     if validate_args:
-        _check_probs(probs)
-        _check_targets(targets, *probs.shape)
+        check_probs(probs)
+        check_targets(targets, *probs.shape)
     diff = _f64(probs).clone()
     y = targets.to(diff.device, torch.int64)
     diff[torch.arange(diff.shape[0], device=diff.device), y] -= 1.0
@@ -274,8 +275,8 @@ def reliability_bins(
     """
     if validate_args:
         _check_n_bins(n_bins)
-        _check_probs(probs)
-        _check_targets(targets, *probs.shape)
+        check_probs(probs)
+        check_targets(targets, *probs.shape)
     conf_sum, correct_sum, count = _binning(probs, targets, n_bins)
     denom = count.to(torch.float64)  # 0 / 0 = NaN marks an empty bin
     return ReliabilityBins(conf_sum / denom, correct_sum / denom, count)
@@ -310,8 +311,8 @@ def ece(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15, *, validat
     """
     if validate_args:
         _check_n_bins(n_bins)
-        _check_probs(probs)
-        _check_targets(targets, *probs.shape)
+        check_probs(probs)
+        check_targets(targets, *probs.shape)
     conf_sum, correct_sum, _ = _binning(probs, targets, n_bins)
     return ((correct_sum - conf_sum).abs().sum() / probs.shape[0]).item()
 
@@ -326,7 +327,7 @@ def mean_max_prob(probs: torch.Tensor, *, validate_args: bool = True) -> float:
     Returns a float in [1/C, 1].
     """
     if validate_args:
-        _check_probs(probs)
+        check_probs(probs)
     return _f64(probs).amax(dim=1).mean().item()
 
 
@@ -343,7 +344,7 @@ def mean_entropy(probs: torch.Tensor, *, validate_args: bool = True) -> float:
     Returns a float in [0, log C].
     """
     if validate_args:
-        _check_probs(probs)
+        check_probs(probs)
     p = _f64(probs)
     return (-torch.special.xlogy(p, p).sum(dim=1)).mean().item()
 
@@ -351,7 +352,7 @@ def mean_entropy(probs: torch.Tensor, *, validate_args: bool = True) -> float:
 # --------------------------------------------------------------------------- metric group
 
 
-def _normalise_rows(scores: torch.Tensor) -> torch.Tensor:
+def normalise_rows(scores: torch.Tensor) -> torch.Tensor:
     """Rows divided by their sums, in float64; a row summing to 0 becomes uniform."""
     s = _f64(scores)
     total = s.sum(dim=1, keepdim=True)
@@ -380,20 +381,20 @@ def classification_metrics(
     ``reference`` is not used.
     """
     scores, logits, targets = outputs.scores, outputs.logits, outputs.targets
-    _check_matrix(scores, "scores")
-    _check_finite(scores, "scores")
+    check_matrix(scores, "scores")
+    check_finite(scores, "scores")
     if scores.min().item() < 0.0:
         raise ValueError("scores must be non-negative probabilities (softmax or sigmoid outputs)")
-    _check_matrix(logits, "logits")
-    _check_finite(logits, "logits")
+    check_matrix(logits, "logits")
+    check_finite(logits, "logits")
     if logits.shape != scores.shape:
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)} vs scores {tuple(scores.shape)}")
     n, c = scores.shape
     if c != task.num_classes:
         raise ValueError(f"scores have {c} columns but the task has {task.num_classes} classes")
-    _check_targets(targets, n, c)
+    check_targets(targets, n, c)
 
-    probs = _normalise_rows(scores)
+    probs = normalise_rows(scores)
     fast = {"validate_args": False}
     result = {
         "accuracy": accuracy(scores, targets, **fast),

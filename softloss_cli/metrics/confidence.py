@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from softloss_cli.metrics import EvalOutputs, metric_group
-from softloss_cli.metrics.classification import _normalise_rows, accuracy, mean_entropy, mean_max_prob
+from softloss_cli.metrics.classification import accuracy, mean_entropy, mean_max_prob, normalise_rows
 
 __all__ = ["active_experts", "confidence_metrics", "decisive_share", "route_purity"]
 
@@ -119,7 +119,7 @@ def confidence_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None
     sum to 1); the gate's are ``softmax(gate_logits)`` in float64 (``routed_experts``
     outputs the effective gate logits, temperature included). ``reference`` is unused.
     """
-    probs = _normalise_rows(outputs.scores)
+    probs = normalise_rows(outputs.scores)
     _check_probs(probs, "scores")
     result = {f"decisive_share_{k}": decisive_share(probs, t, validate_args=False) for k, t in THRESHOLDS.items()}
 

@@ -20,11 +20,11 @@ import torch
 
 from softloss_cli.metrics import EvalOutputs, metric_group
 from softloss_cli.metrics.classification import (
-    _check_finite,
-    _check_matrix,
-    _check_probs,
-    _check_targets,
-    _normalise_rows,
+    check_finite,
+    check_matrix,
+    check_probs,
+    check_targets,
+    normalise_rows,
 )
 
 __all__ = [
@@ -65,13 +65,13 @@ def _check_group_size(group_size) -> None:
 
 
 def _check_scores_targets(scores, targets) -> None:
-    _check_matrix(scores, "scores")
-    _check_targets(targets, *scores.shape)
+    check_matrix(scores, "scores")
+    check_targets(targets, *scores.shape)
 
 
 def _check_probs_targets(probs, targets) -> None:
-    _check_probs(probs)
-    _check_targets(targets, *probs.shape)
+    check_probs(probs)
+    check_targets(targets, *probs.shape)
 
 
 def _argmax(scores: torch.Tensor) -> torch.Tensor:
@@ -301,8 +301,8 @@ def ordinal_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None = 
     ``classification_metrics``: a no-op for softmax losses. ``reference`` is not used.
     """
     scores, targets = outputs.scores, outputs.targets
-    _check_matrix(scores, "scores")
-    _check_finite(scores, "scores")
+    check_matrix(scores, "scores")
+    check_finite(scores, "scores")
     if scores.min().item() < 0.0:
         raise ValueError("scores must be non-negative probabilities (softmax or sigmoid outputs)")
     n, c = scores.shape
@@ -310,10 +310,10 @@ def ordinal_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None = 
         raise ValueError(f"scores have {c} columns but the task has {task.num_classes} classes")
     if c < 2:
         raise ValueError("ordinal metrics need at least 2 classes")
-    _check_targets(targets, n, c)
+    check_targets(targets, n, c)
 
     v = _values(task.values, c, scores.device)
-    probs = _normalise_rows(scores)
+    probs = normalise_rows(scores)
     fast = {"validate_args": False}
     result = {
         "mae": mae(scores, targets, v, **fast),

@@ -1,6 +1,6 @@
 """Figure functions per family (``classification``, ``ordinal``, ``average_k``...).
 
-Each module registers its figures with ``softloss_cli.train.figures.figure`` and imports
+Each module registers its figures with ``softloss_cli.plots.registry.figure`` and imports
 matplotlib inside the functions only. ``task_figures`` imports them all on first use.
 """
 

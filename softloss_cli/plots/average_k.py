@@ -25,7 +25,7 @@ from softloss_cli.metrics.average_k import (
     oracle_inclusion,
     set_scores,
 )
-from softloss_cli.train.figures import figure
+from softloss_cli.plots.registry import figure
 
 __all__ = ["average_k_figures"]
 

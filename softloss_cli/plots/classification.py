@@ -1,7 +1,7 @@
 """Figures every classification run gets: a reliability diagram (all task kinds) and a
 confusion matrix (multiclass and ordinal, up to ``MAX_CONFUSION_CLASSES`` classes).
 
-Registered with ``softloss_cli.train.figures.figure``; the trainer logs them to TensorBoard
+Registered with ``softloss_cli.plots.registry.figure``; the trainer logs them to TensorBoard
 as ``test/<name>`` images and saves them as ``plots/test_<name>.png``. matplotlib is
 imported inside the functions only (``task_figures`` has already chosen the Agg backend).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from softloss_cli.metrics import EvalOutputs
-from softloss_cli.train.figures import figure
+from softloss_cli.plots.registry import figure
 
 __all__ = ["confusion_counts", "confusion_matrix_figure", "reliability_figure", "reliability_multilabel"]
 

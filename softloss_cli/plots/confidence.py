@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from softloss_cli.train.figures import figure
+from softloss_cli.plots.registry import figure
 
 __all__ = ["gate_figures"]
 

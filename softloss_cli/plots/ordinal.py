@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from softloss_cli.metrics.ordinal import expected_values, mae_per_class
-from softloss_cli.train.figures import figure
+from softloss_cli.plots.registry import figure
 
 
 @figure("ordinal")

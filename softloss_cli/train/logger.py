@@ -80,7 +80,7 @@ class RunLogger:
         the last step would make the curve jump back to the best epoch. Test (and partial
         tasks' train) metrics go to ``test/*`` and ``final/*`` alike.
         """
-        from softloss_cli.train.figures import task_figures
+        from softloss_cli.plots.registry import task_figures
 
         self.scalars({k: v for k, v in metrics.items() if not k.startswith("val/")}, step)
         self.scalars({f"final/{k}": v for k, v in metrics.items()}, step)
@@ -129,13 +129,13 @@ class RunLogger:
 def scalars_layout(values: dict[str, float], data_name: str | None = None) -> dict:
     """Custom-scalars layout for a run whose per-epoch values are ``values``.
 
-    Category "headline": for each headline metric of the dataset (``report.DATA_HEADLINE``,
+    Category "headline": for each headline metric of the dataset (``tasks.DATA_HEADLINE``,
     e.g. the routing metrics of ``routing_images``) or else of the task kind
-    (``report.HEADLINE``, the kind inferred from the metric names) that the run validates, one multiline chart
+    (``tasks.HEADLINE``, the kind inferred from the metric names) that the run validates, one multiline chart
     of ``train/``, ``val/`` and ``test/`` (tags are regular expressions). Category
     "training": the step and epoch losses, the learning rate and the throughput.
     """
-    from softloss_cli.report import headline_metrics, infer_kind
+    from softloss_cli.tasks import headline_metrics, infer_kind
 
     names = [n for n in values if n.startswith("val/")]
     bare = {n.split("/", 1)[1] for n in names}

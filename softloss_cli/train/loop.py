@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from softloss_cli.compat import check_loss_task
+from softloss_cli.config.compat import check_loss_task
 from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError

@@ -19,7 +19,7 @@ import math
 import os
 from pathlib import Path
 
-from softloss_cli.argparsing import command_parser
+from softloss_cli.config.argparsing import command_parser
 from softloss_cli.errors import SoftlossError
 
 #: keys an eval override may set: the data, where data lives, and where/how the model runs.
@@ -97,7 +97,7 @@ def apply_overrides(cfg, overrides: list[str], cwd=None):
     """Apply ``data=...``, ``data.*``, ``paths.*`` and ``trainer.device/precision`` overrides."""
     from omegaconf import OmegaConf, open_dict
 
-    from softloss_cli import catalog
+    from softloss_cli.config import catalog
 
     choice = [o for o in overrides if o.split("=", 1)[0] == "data"]
     dotted = [o for o in overrides if o not in choice]

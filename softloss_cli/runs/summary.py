@@ -11,8 +11,8 @@ MAX_ROWS = 25
 
 def summary_names(metrics: dict[str, float], kind: str | None = None, data: str | None = None) -> list[str]:
     """The bare metric names the summary shows: all of them when there are at most ``MAX_ROWS``,
-    else the headline metrics of the task kind / scenario dataset (``report.headline_metrics``)."""
-    from softloss_cli.report import headline_metrics, infer_kind
+    else the headline metrics of the task kind / scenario dataset (``tasks.headline_metrics``)."""
+    from softloss_cli.tasks import headline_metrics, infer_kind
 
     names = sorted({k.split("/", 1)[1] for k in metrics})
     if len(names) <= MAX_ROWS:
@@ -28,7 +28,7 @@ def print_run_summary(metrics: dict[str, float], run_dir: Path, compact: bool = 
     from rich.console import Console
     from rich.table import Table
 
-    from softloss_cli.report import headline_metrics, infer_kind
+    from softloss_cli.tasks import headline_metrics, infer_kind
 
     console = Console()
     if compact:

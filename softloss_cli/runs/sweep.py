@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from softloss_cli.run_status import read_status
+from softloss_cli.runs.status import read_status
 
 #: set by the callback so the CLI can exit non-zero when a job failed.
 LAST_SWEEP: dict = {}
@@ -122,6 +122,6 @@ def finish_interrupted_sweep(error: BaseException) -> None:
     sweep = dict(CURRENT_SWEEP)
     CURRENT_SWEEP.clear()
     if sweep and sweep["dir"].is_dir() and summarize_sweep(sweep["dir"], sweep["since"])["jobs"]:
-        from softloss_cli.experiment import failure_reason
+        from softloss_cli.runs.job import failure_reason
 
         finish_sweep(sweep["dir"], sweep["overrides"], sweep["since"], error=failure_reason(error))

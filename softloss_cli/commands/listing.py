@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from softloss_cli import catalog
+from softloss_cli.config import catalog
 
 
 def print_catalog(args: list[str]) -> None:

@@ -44,7 +44,7 @@ def _first_values(overrides: list[str]) -> list[str]:
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from softloss_cli.catalog import CONFIG_DIR
+    from softloss_cli.config.catalog import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=True)
@@ -95,7 +95,7 @@ def check_sweep_jobs(overrides: list[str]) -> list[str]:
     composed: it will run as a failed job."""
     from hydra import compose, initialize_config_dir
 
-    from softloss_cli.catalog import CONFIG_DIR
+    from softloss_cli.config.catalog import CONFIG_DIR
 
     first = _first_values(overrides)
     try:
@@ -124,9 +124,9 @@ def _shown(job: list[str]) -> list[str]:
 
 
 def _describe_failure(exc: Exception, job: list[str], composed=None) -> str:
-    from softloss_cli.cli import _describe
+    from softloss_cli.config.describe import describe_exception
 
-    return _describe(exc, list(job), composed)
+    return describe_exception(exc, list(job), composed)
 
 
 def record_composition_failures() -> None:

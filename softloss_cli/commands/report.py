@@ -26,25 +26,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from softloss_cli.argparsing import command_parser
+from softloss_cli.config.argparsing import command_parser
 from softloss_cli.errors import SoftlossError
+from softloss_cli.tasks import headline_metrics, infer_kind
 
-#: headline metrics per task kind (bare names, in column order): the report's default
-#: columns (on the test split) and the TensorBoard custom-scalars charts.
-HEADLINE = {
-    "multiclass": ("accuracy", "nll", "ece", "mean_max_prob"),
-    "ordinal": ("accuracy", "mae", "mae_expected", "rps", "qwk", "off1_acc", "group8_sum_mae"),
-    "multilabel": ("map", "f1_micro", "f1_macro", "exact_match", "empty_fpr", "mean_active"),
-    "partial": ("accuracy", "nll", "neg_violation_rate"),
-}
-#: scenario datasets whose question needs other columns than their task kind's defaults.
-DATA_HEADLINE = {
-    "routing_images": ("accuracy", "decisive_share_90", "decisive_share_99", "mean_entropy",
-                       "gate_decisive_share_99", "gate_mean_entropy", "soft_route_acc", "hard_route_acc",
-                       "hard_route_gap"),
-    "ambiguous_images": ("accuracy", "avgk_acc_k1", "avgk_acc_k2", "avgk_acc_k3", "avgk_acc_k5",
-                         "avgk_macro_acc_k3", "avgk_set_size_k3", "avgk_oracle_acc_k3"),
-}
 #: metrics a split other than the report's split is the only source of (scored on train).
 _TRAIN_ONLY = ("neg_violation_rate",)
 #: overrides that never define a group: the seed, and where/how a run was written.
@@ -54,25 +39,6 @@ USAGE = "softloss report PATH [PATH ...] [--group-by KEYS] [--metrics NAMES] [--
 
 
 # --------------------------------------------------------------------------- task kinds
-
-
-def infer_kind(names) -> str:
-    """The task kind a run's metric names imply (for runs without ``task.json``)."""
-    bare = {n.rsplit("/", 1)[-1] for n in names}
-    if "map" in bare or "f1_micro" in bare:
-        return "multilabel"
-    if "neg_violation_rate" in bare:
-        return "partial"
-    if "mae" in bare or "qwk" in bare or "rps" in bare:
-        return "ordinal"
-    return "multiclass"
-
-
-def headline_metrics(kind: str, data: str | None = None) -> tuple[str, ...]:
-    """Bare names of the headline metrics of a task kind (or of a scenario dataset)."""
-    if data in DATA_HEADLINE:
-        return DATA_HEADLINE[data]
-    return HEADLINE.get(kind, HEADLINE["multiclass"])
 
 
 # --------------------------------------------------------------------------- runs

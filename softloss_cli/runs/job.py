@@ -19,10 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from softloss_cli.catalog import CONFIG_DIR
-from softloss_cli.errors import DivergedError, SoftlossError
-from softloss_cli.run_status import RunStatus
-from softloss_cli.sweep_plan import COMPOSE_ERROR_KEY, record_composition_failures
+from softloss_cli.config.catalog import CONFIG_DIR
+from softloss_cli.errors import DivergedError, SoftlossError, one_line
+from softloss_cli.runs.status import RunStatus
+from softloss_cli.runs.sweep_plan import COMPOSE_ERROR_KEY, record_composition_failures
 
 log = logging.getLogger("softloss")
 
@@ -35,14 +35,6 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/(launcher|sweeper)/\w+' is
 # sweep (sweep_plan.py). Installed on import: joblib's workers import this module to unpickle
 # the task function before they compose their job.
 record_composition_failures()
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # DataLoader workers re-raise with the worker's traceback in the message: keep its last line.
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -128,7 +120,7 @@ def _task(cfg: DictConfig):
         end("failed", reason, SoftlossError(reason))
         return None
     status.finish("ok")
-    from softloss_cli.summary import print_run_summary
+    from softloss_cli.runs.summary import print_run_summary
 
     task_file = run_dir / "task.json"
     kind = json.loads(task_file.read_text()).get("eval_kind") if task_file.exists() else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from softloss_cli import catalog
+from softloss_cli.config import catalog
 from softloss_cli.errors import SoftlossError
 from softloss_cli.tasks import Task
 
