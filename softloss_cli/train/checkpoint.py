@@ -169,6 +169,19 @@ def is_intact(path: Path) -> bool:
     return True
 
 
+def load_for_resume(path: Path, map_location="cpu") -> dict:
+    """``last.pt`` for ``trainer.resume=true``: missing or damaged is refused in one line; for a
+    damaged one the line names the previous checkpoint (``last.prev.pt``) when that is intact."""
+    path = Path(path)
+    if not path.exists():
+        raise SoftlossError(f"trainer.resume=true but {path} does not exist; pass hydra.run.dir=<the run to resume>")
+    try:
+        return load(path, map_location)
+    except CheckpointError as exc:
+        prev = previous_path(path)
+        raise corrupt_with_alternative(exc, [(prev, f"resume from it with: mv {prev} {path}")]) from None
+
+
 def corrupt_with_alternative(error: CheckpointError, alternatives: list[tuple[Path, str]]) -> CheckpointError:
     """``error`` extended with the first intact checkpoint of ``alternatives`` ((path, how to use
     it) pairs), or with "no intact checkpoint" when none is."""
@@ -208,19 +221,8 @@ def seed_everything(seed: int) -> None:
 
 
 #: keys a resumed run may change: how long it trains and how it shows or runs, not what it learns.
-RESUME_MAY_CHANGE = ("trainer.epochs", "trainer.resume", "trainer.progress", "trainer.log_every",
-                     "trainer.threads", "trainer.compile")
-
-
-def run_files(run_dir: Path) -> dict[str, str]:
-    """The texts of the run's ``.hydra/{config,overrides}.yaml``, kept in ``last.pt`` so that a
-    refused resume (another config) can put back what Hydra overwrote on start."""
-    files = {}
-    for name in ("config.yaml", "overrides.yaml"):
-        path = run_dir / ".hydra" / name
-        if path.is_file():
-            files[name] = path.read_text()
-    return files
+RESUME_MAY_CHANGE = ("trainer.epochs", "trainer.resume", "trainer.overwrite", "trainer.progress", "trainer.log_every",
+                     "trainer.threads", "trainer.compile", "trainer.diverge_factor", "trainer.diverge_limit")
 
 
 def config_differences(saved_yaml: str, cfg) -> list[str]:
