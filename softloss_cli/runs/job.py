@@ -100,7 +100,8 @@ def _task(cfg: DictConfig):
             if plan == "overwrite":
                 moved = move_aside(run_dir)
                 if moved:
-                    log.warning("trainer.overwrite=true: the earlier run in %s moved to %s", run_dir, moved)
+                    why = "trainer.overwrite=true" if t.get("overwrite") else "starting anew (no checkpoint to resume)"
+                    log.warning("%s: the earlier run in %s moved to %s", why, run_dir, moved)
             write_hydra_files(run_dir, cfg)
         status = RunStatus(run_dir, list(hc.overrides.task))
 
@@ -126,6 +127,9 @@ def _task(cfg: DictConfig):
             lock, plan = claim_run_dir(run_dir, bool(t.get("resume")), bool(t.get("overwrite")), multirun)
         if plan == "done":
             return _already_done(cfg, run_dir, hc.job.num)
+        if plan == "overwrite" and t.get("resume"):  # a sweep job re-run from scratch: nothing to resume
+            with open_dict(cfg):
+                cfg.trainer.resume = False
         if cfg.get(COMPOSE_ERROR_KEY):
             raise SoftlossError(str(cfg[COMPOSE_ERROR_KEY]))
         check_config(cfg)

@@ -60,9 +60,12 @@ def read_status(run_dir: Path) -> dict | None:
         return None
 
 
-def mark_killed(run_dir: Path, reason: str) -> bool:
-    """Record a job whose process died without a word (``running``) as ``killed``; True if it was."""
+def mark_killed(run_dir: Path, reason: str, overrides: list[str] | None = None) -> bool:
+    """Record a job whose process died without a word (left ``running``, or dead before it
+    wrote anything: then with ``overrides``) as ``killed``; True if it was."""
     record = read_status(run_dir)
+    if record is None and overrides is not None and Path(run_dir).is_dir():
+        record = {"status": "running", "start": None, "overrides": list(overrides)}
     if not record or record.get("status") != "running":
         return False
     record.update(status="killed", reason=reason, end=_now())
