@@ -59,39 +59,34 @@ def test_summarize_sweep_orders_jobs_and_explains_missing_outcomes(tmp_path):
     _job(tmp_path / "2", ["seed=2"], None)
     summary = sweep.summarize_sweep(tmp_path)
     assert [j["job"] for j in summary["jobs"]] == ["2", "9", "10"]
-    assert summary["counts"] == {"failed": 1, "running": 1, "ok": 1}
+    # a "running" job whose record names no live process ended without a word: killed
+    assert summary["counts"] == {"failed": 1, "killed": 1, "ok": 1}
     by_job = {j["job"]: j for j in summary["jobs"]}
     assert by_job["2"]["reason"] == "no status.json (the job never started)"
-    assert "without recording an outcome" in by_job["9"]["reason"]
+    assert "without recording an outcome (killed by a signal, or out of memory)" in by_job["9"]["reason"]
     assert by_job["10"]["overrides"] == ["seed=10"] and by_job["10"]["wall_s"] == 2.0
 
 
-def test_summarize_sweep_finds_nested_jobs_and_skips_a_previous_sweeps_leftovers(tmp_path):
-    import os
-    import time
-
-    _job(tmp_path / "old", ["seed=7"], {"status": "ok"})
-    past = time.time() - 3600
-    os.utime(tmp_path / "old" / ".hydra" / "overrides.yaml", (past, past))
-    since = time.time()
+def test_summarize_sweep_finds_nested_jobs_and_skips_moved_aside_runs(tmp_path):
+    _job(tmp_path / ".overwritten" / "2026-01-01_00-00-00" / "0", ["seed=7"], {"status": "ok"})
     _job(tmp_path / "ce" / "10", ["loss=ce", "seed=10"], {"status": "ok"})
     _job(tmp_path / "ce" / "2", ["loss=ce", "seed=2"], {"status": "failed", "reason": "boom"})
+    _job(tmp_path / "ce" / "2" / ".overwritten" / "x", ["loss=ce", "seed=2"], {"status": "failed"})
     everything = sweep.summarize_sweep(tmp_path)
-    assert [j["job"] for j in everything["jobs"]] == ["ce/2", "ce/10", "old"]
-    this_sweep = sweep.summarize_sweep(tmp_path, since=since)
-    assert [j["job"] for j in this_sweep["jobs"]] == ["ce/2", "ce/10"]
-    assert this_sweep["counts"] == {"failed": 1, "ok": 1}
+    assert [j["job"] for j in everything["jobs"]] == ["ce/2", "ce/10"]
+    assert everything["counts"] == {"failed": 1, "ok": 1}
+    planned = sweep.summarize_sweep(tmp_path, planned=[["loss=ce", "seed=0"]])
+    assert planned["jobs"][0]["job"] == "0" and planned["jobs"][0]["status"] == "not run"
 
 
 def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys):
     """A joblib worker killed by the OS raises in the launching process and Hydra skips the
     end-of-sweep callback: the CLI still records the jobs that ran, then fails in one line."""
-    import time
 
     from softloss_cli.runs import job as experiment
 
     def launcher_dies():
-        sweep.CURRENT_SWEEP.update(dir=tmp_path, overrides=["seed=0,1"], since=time.time() - 1)
+        sweep.CURRENT_SWEEP.update(dir=tmp_path, overrides=["seed=0,1"])
         _job(tmp_path / "0", ["seed=0"], {"status": "ok"})
         _job(tmp_path / "1", ["seed=1"], {"status": "running"})
         raise RuntimeError("A worker process managed by the executor was unexpectedly terminated.")
@@ -103,8 +98,9 @@ def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys)
     assert err.strip().startswith("softloss: error: RuntimeError: A worker process managed by the executor")
     summary = json.loads((tmp_path / "sweep.json").read_text())
     assert summary["stopped"].startswith("RuntimeError: A worker process")
-    assert summary["counts"] == {"ok": 1, "running": 1}
-    assert "killed, or out of memory?" in summary["jobs"][1]["reason"]
+    assert summary["counts"] == {"ok": 1, "killed": 1}
+    assert "killed by a signal, or out of memory" in summary["jobs"][1]["reason"]
+    assert read_status(tmp_path / "1")["status"] == "killed"  # recorded in the job's own status.json too
     assert "sweep: 1/2 jobs ok" in out and sweep.CURRENT_SWEEP == {}
 
 
@@ -191,10 +187,13 @@ def test_joblib_launcher_config_is_ours_complete_and_instantiates(compose_cfg):
     # Every key the plugin reads is in our file, so it works without Hydra's schema matching.
     assert set(own) == _fields(JobLibLauncherConf)
     cfg = compose_cfg(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"], return_hydra_config=True)
-    assert cfg.hydra.launcher._target_ == JobLibLauncherConf._target_
+    # softloss's subclass of the plugin's launcher: each job in its own process (runs/launchers.py)
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    assert cfg.hydra.launcher._target_ == "softloss_cli.runs.launchers.JoblibLauncher"
     assert cfg.hydra.launcher.n_jobs == 3 and own["n_jobs"] == 2
     launcher = instantiate(cfg.hydra.launcher)
-    assert type(launcher).__name__ == "JoblibLauncher" and launcher.joblib["n_jobs"] == 3
+    assert isinstance(launcher, JoblibLauncher) and launcher.joblib["n_jobs"] == 3
 
 
 @pytest.mark.filterwarnings(SCHEMA_NOTICE)
@@ -205,7 +204,12 @@ def test_submitit_launcher_configs_are_complete(compose_cfg, name):
     own = yaml.safe_load((LAUNCHERS / f"{name}.yaml").read_text())
     assert set(own) == _fields(schema)
     cfg = compose_cfg([f"hydra/launcher={name}"], return_hydra_config=True)
-    assert cfg.hydra.launcher._target_ == schema._target_
+    # softloss's subclass of the plugin's launcher, whose requeued jobs resume (runs/launchers.py)
+    ours = cfg.hydra.launcher._target_
+    assert ours == "softloss_cli.runs.launchers." + schema._target_.rsplit(".", 1)[1]
+    from hydra.utils import get_class
+
+    assert issubclass(get_class(ours), get_class(schema._target_))
     assert cfg.hydra.launcher.submitit_folder.endswith("/.submitit/%j")
     if name == "submitit_slurm":
         assert {"partition", "timeout_min", "gpus_per_node", "account"} <= set(own)

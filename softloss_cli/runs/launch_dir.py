@@ -143,15 +143,8 @@ def _claim_sweep(launch: Launch, folder: Path, cfg, overrides: list[str]) -> Non
     check_same_jobs(folder, earlier, overrides, cfg)
 
 
-def default_job_names(cfg) -> bool:
-    """Whether the sweep names its jobs ``0``, ``1``... (``hydra.sweep.subdir`` as shipped)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
-
-
 def _core(overrides) -> set[str]:
-    return {o for o in overrides if not o.lstrip("+~").split("=", 1)[0] in _RESUME_FREE
+    return {o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in _RESUME_FREE
             and not o.lstrip("+~").startswith(("hydra.", "hydra/"))}
 
 
@@ -159,7 +152,7 @@ def check_same_jobs(folder: Path, earlier: dict, overrides: list[str], cfg) -> N
     """A resumed sweep must plan the jobs it ran before (job ``i`` with job ``i``'s overrides,
     apart from ``trainer.epochs``/``resume`` and how it shows): else its directories would mix
     two sweeps. Checked for a basic sweep with the default job names (``hydra.sweep.subdir``)."""
-    from softloss_cli.runs.sweep_plan import planned_jobs
+    from softloss_cli.runs.sweep_plan import default_job_names, planned_jobs
 
     if not default_job_names(cfg):
         return

@@ -20,7 +20,6 @@ the jobs that are not ok (``runs/job.py``).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -35,16 +34,12 @@ LAST_SWEEP: dict = {}
 #: killed by the OS raises in the launching process and Hydra skips ``on_multirun_end``).
 CURRENT_SWEEP: dict = {}
 
-#: seconds of clock slack when telling this sweep's jobs from a previous sweep's in the same directory.
-_CLOCK_SLACK_S = 2.0
-
 
 #: the reason of a job whose process ended without recording an outcome.
 KILLED_REASON = "the job's process ended without recording an outcome (killed by a signal, or out of memory)"
 
 
-def summarize_sweep(sweep_dir: Path, since: float | None = None, planned: list[list[str]] | None = None,
-                    over: bool = False) -> dict:
+def summarize_sweep(sweep_dir: Path, planned: list[list[str]] | None = None, over: bool = False) -> dict:
     """Collect every job directory (one holding ``.hydra/overrides.yaml`` or ``status.json``)
     under ``sweep_dir``, leaving out runs moved aside (``.overwritten/``).
 
@@ -52,8 +47,8 @@ def summarize_sweep(sweep_dir: Path, since: float | None = None, planned: list[l
     path relative to the sweep. A job left ``running`` whose process is gone (every one, when
     the sweep is ``over``) is ``killed``.
     ``planned``: the override lists of the sweep's jobs in launch order (named ``0``, ``1``...):
-    those without a directory are listed ``not run``. ``since`` (a ``time.time()``): only jobs
-    whose files were written after it.
+    those without a directory are listed ``not run``. The directory holds one sweep only: an
+    earlier one is refused, resumed as this one, or moved aside (``runs/launch_dir.py``).
     """
     import yaml
 
@@ -64,8 +59,6 @@ def summarize_sweep(sweep_dir: Path, since: float | None = None, planned: list[l
             parts = run_dir.relative_to(sweep_dir).parts
             if run_dir != sweep_dir and ASIDE_NAME not in parts and ".hydra" not in parts:
                 found.setdefault(run_dir, hit)
-    if since is not None:
-        found = {d: f for d, f in found.items() if f.stat().st_mtime >= since - _CLOCK_SLACK_S}
     names = {d: d.relative_to(sweep_dir).as_posix() for d in found}
     jobs = []
     for run_dir in sorted(found, key=lambda d: _job_key(names[d])):
@@ -113,7 +106,7 @@ def _job_key(name: str):
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
 
 
-def finish_sweep(sweep_dir: Path, overrides: list[str], since: float | None = None, error: str | None = None,
+def finish_sweep(sweep_dir: Path, overrides: list[str], error: str | None = None,
                  planned: list[list[str]] | None = None) -> dict:
     """Write ``sweep.json`` and the sweep's HPARAMS summary, print every job with its state;
     return the summary. A job left ``running`` by a process that is gone is recorded ``killed``
@@ -121,7 +114,7 @@ def finish_sweep(sweep_dir: Path, overrides: list[str], since: float | None = No
 
     ``error``: why the launcher stopped the sweep early (recorded as ``"stopped"``).
     """
-    summary = summarize_sweep(sweep_dir, since, planned, over=True)
+    summary = summarize_sweep(sweep_dir, planned, over=True)
     for job in summary["jobs"]:
         if job["status"] == "killed":
             mark_killed(Path(job["run_dir"]), job["reason"])
@@ -152,7 +145,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         CURRENT_SWEEP.clear()
         CURRENT_SWEEP.update(dir=Path(config.hydra.sweep.dir), overrides=list(config.hydra.overrides.task),
-                             since=time.time(), planned=_planned(config))
+                             planned=_planned(config))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         # The directory holds this sweep only (an earlier one was refused, resumed as this one or
@@ -167,11 +160,10 @@ class SweepSummary(Callback):
 def _planned(config) -> list[list[str]] | None:
     """The jobs a basic sweep with the default job names will launch (for "not run")."""
     try:
-        from softloss_cli.runs.launch_dir import default_job_names
+        from softloss_cli.runs.sweep_plan import default_job_names, planned_jobs
 
         if not default_job_names(config):
             return None
-        from softloss_cli.runs.sweep_plan import planned_jobs
 
         return planned_jobs(list(config.hydra.overrides.task), config)
     except Exception:  # noqa: BLE001 - the summary then lists the jobs that have directories

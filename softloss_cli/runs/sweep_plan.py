@@ -67,6 +67,13 @@ def planned_jobs(overrides: list[str], cfg=None) -> list[list[str]] | None:
     return [list(job) for batch in batches for job in batch]
 
 
+def default_job_names(cfg) -> bool:
+    """Whether the sweep names its jobs ``0``, ``1``... (``hydra.sweep.subdir`` as shipped)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
+
+
 def check_search_space(cfg) -> None:
     """An Optuna search must only name keys the config has (or config groups)."""
     from omegaconf import OmegaConf

@@ -20,8 +20,8 @@ from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed
-from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
 from softloss_cli.train.divergence import check_divergence
+from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
 from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
 from softloss_cli.train.precision import Precision, resolve_precision
 from softloss_cli.train.preemption import Preempted, PreemptionGuard
