@@ -86,7 +86,7 @@ def test_a_stale_lock_is_taken_over_with_a_warning_and_another_hosts_is_not(tmp_
                                             r"is no longer running, delete .*\.lock"):
         ownership.RunLock.acquire(tmp_path)
     # a requeued Slurm job takes over its own earlier incarnation's lock, wherever it ran
-    (tmp_path / ownership.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "slurm_job": "77"}))
+    (tmp_path / ownership.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "cluster_job": "77"}))
     os.environ["SLURM_JOB_ID"] = "77"
     try:
         with pytest.warns(UserWarning, match="a requeued run of the same Slurm job"):
@@ -154,7 +154,15 @@ def _state() -> dict:
 
 
 def _zero_block(data: bytes) -> bytes:
-    return data[:8192] + bytes(4096) + data[12288:]  # inside the first tensor's storage
+    """One 4 KiB block zeroed inside the largest tensor's storage (the file stays a valid zip)."""
+    import io
+    import struct
+    import zipfile
+
+    info = max(zipfile.ZipFile(io.BytesIO(data)).infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len + min(4096, info.file_size // 4)
+    return data[:start] + bytes(4096) + data[start + 4096:]
 
 
 @pytest.mark.parametrize(("damage", "what"), [
@@ -296,17 +304,34 @@ def test_preemption_signals_set_a_flag_and_handlers_are_restored():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_submitit_requeue_resumes_the_job():
-    """submitit calls the launcher's ``checkpoint`` on its preemption signal (after softloss's
-    own checkpoint): the job is resubmitted with the same overrides plus trainer.resume=true."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from softloss_cli.runs.launchers import LocalLauncher, SlurmLauncher
+def test_a_requeued_job_resumes_by_itself(tmp_path, monkeypatch):
+    """submitit's checkpoint hook (or Slurm itself) requeues a preempted job with its original
+    overrides, under the same job id: the job continues from its checkpoint instead of being
+    refused by its own directory."""
+    from softloss_cli.runs.status import RunStatus
 
-    launcher = LocalLauncher(submitit_folder="x", timeout_min=1)
-    delayed = launcher.checkpoint(["loss=ce", "trainer.resume=false"], "hydra.sweep.dir", 3, "id", {})
-    assert delayed.function is launcher
-    assert delayed.args[0] == ["loss=ce", "trainer.resume=true"] and delayed.args[1:] == ("hydra.sweep.dir", 3, "id", {})
-    assert SlurmLauncher.checkpoint is LocalLauncher.checkpoint
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    run = tmp_path / "job"
+    RunStatus(run, ["seed=1"]).finish("preempted", "preempted by SIGUSR2", epoch=2, step=9)
+    ckpt.save_atomic({"epoch": 1}, run / "checkpoints" / "last.pt")
+    lock, plan = ownership.claim_run_dir(run, resume=False, overwrite=False, in_sweep=True)
+    lock.release()
+    assert plan == "resume"
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job: the directory is not its own
+    with pytest.raises(SoftlossError, match="already holds a run"):
+        ownership.claim_run_dir(run, resume=False, overwrite=False, in_sweep=True)
+
+
+def test_joblib_runs_each_job_in_its_own_process():
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    from softloss_cli.runs import launchers
+
+    launchers.install()
+    launchers.install()  # idempotent
+    assert _core.execute_job is launchers.execute_job_isolated
+    assert launchers.ORIGINAL["execute_job"].__module__ == _core.__name__
 
 
 # --------------------------------------------------------------------------- end to end
@@ -320,8 +345,8 @@ def _train(data_root, *args, env=None):
 
 @pytest.mark.slow
 def test_concurrent_starts_never_share_a_directory(tmp_path, data_root):
-    """Three launches in the same second: each default name is its own directory; two launches
-    on one explicit directory: one runs, the other is refused naming it."""
+    """Three launches at once: each default name is its own directory; two launches on one
+    explicit directory: one runs, the other is refused naming it (or the run it finds there)."""
     env = {**os.environ, "SOFTLOSS_RUNS_ROOT": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
     shared = tmp_path / "shared"
     cmd = [sys.executable, "-m", "softloss_cli", "train", *TINY, "data=fake", f"paths.data_root={data_root}"]
@@ -345,8 +370,8 @@ def test_concurrent_starts_never_share_a_directory(tmp_path, data_root):
     assert message.startswith(f"softloss: error: {shared} ")
     assert "is in use by another run (pid " in message or "already holds a run" in message
     assert len((shared / "history.jsonl").read_text().splitlines()) == 1
-    winner = json.loads((shared / "status.json").read_text())["overrides"]
-    assert (shared / ".hydra" / "overrides.yaml").read_text().count("seed=") == 1 and winner[-2].startswith("seed=")
+    winner = json.loads((shared / "status.json").read_text())["overrides"][-1]
+    assert (shared / ".hydra" / "overrides.yaml").read_text().endswith(f"- {winner}\n")  # the same run's files
 
 
 @pytest.mark.slow
@@ -375,7 +400,7 @@ def test_reruns_and_refused_resumes_change_no_byte_and_overwrite_moves_aside(tmp
     assert "seed=7" in (run / ".hydra" / "overrides.yaml").read_text()
     assert len(list((run / "tb").iterdir())) == 1  # TensorBoard sees one run here, not two mixed
     report = run_cli("report", str(run))
-    assert report.returncode == 0 and "1 runs: 1 ok" in report.stdout.replace("run:", "runs:"), report.stdout
+    assert report.returncode == 0 and "(1 runs: 1 ok" in report.stdout, report.stdout  # the moved-aside run is not mixed in
 
 
 @pytest.mark.slow

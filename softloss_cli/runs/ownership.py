@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from softloss_cli.errors import SoftlossError
+from softloss_cli.runs.status import cluster_job, read_status
 
 LOCK_NAME = ".lock"
 #: where ``trainer.overwrite=true`` moves an earlier run's files (inside the directory, hidden).
@@ -43,12 +44,6 @@ except ImportError:  # pragma: no cover - Windows
 
 def _host() -> str:
     return socket.gethostname()
-
-
-def _slurm_job() -> str | None:
-    job = os.environ.get("SLURM_JOB_ID")
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{job}_{task}" if job and task else job
 
 
 def pid_alive(pid: int) -> bool:
@@ -112,8 +107,8 @@ class RunLock:
                     cls._take_over(folder, previous, what, hint)
                 record = {"pid": os.getpid(), "host": _host(),
                           "start": datetime.now().astimezone().isoformat(timespec="seconds")}
-                if _slurm_job():
-                    record["slurm_job"] = _slurm_job()
+                if cluster_job():
+                    record["cluster_job"] = cluster_job()
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
                 os.fsync(fd)
@@ -144,7 +139,7 @@ class RunLock:
     def _take_over(cls, folder: Path, owner: dict, what: str, hint: str) -> None:
         """An owner recorded but not holding the lock: stale when provably gone, else refused."""
         same_host = owner.get("host") == _host()
-        same_job = owner.get("slurm_job") is not None and owner.get("slurm_job") == _slurm_job()
+        same_job = owner.get("cluster_job") is not None and owner.get("cluster_job") == cluster_job()
         if same_host and pid_alive(owner.get("pid", -1)) and not same_job:
             # Alive but not holding the flock: a filesystem without locks, or a reused pid. Be safe.
             raise cls._refusal(folder, owner, what, hint)
@@ -250,11 +245,10 @@ def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, in_sweep: bool) 
     ``overwrite`` (move the earlier run aside when the run starts, then start anew) or, in a
     sweep re-run with ``trainer.resume=true``, ``done`` (the job already ended ok: left as it
     is). A sweep re-run also starts anew, moving the earlier files aside, a job that stopped
-    before its first checkpoint. Without resume or overwrite a directory that holds a run is
+    before its first checkpoint. A job requeued by its scheduler (the same Slurm job id as the
+    run's ``status.json``) resumes without being asked. Without resume or overwrite a directory that holds a run is
     refused (``SoftlossError``) and the lock released: nothing changed.
     """
-    from softloss_cli.runs.status import read_status
-
     if resume and overwrite:
         raise SoftlossError("trainer.resume=true and trainer.overwrite=true contradict each other; choose one")
     run_dir = Path(run_dir)
@@ -267,6 +261,9 @@ def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, in_sweep: bool) 
         if overwrite:
             return lock, "overwrite"
         status = read_status(run_dir) or {}
+        requeued = status.get("cluster_job") is not None and status.get("cluster_job") == cluster_job()
+        if requeued and status.get("status") != "ok":  # our own job, requeued by the scheduler: continue it
+            resume = True
         if resume:
             if in_sweep and status.get("status") == "ok" and (run_dir / "metrics.json").is_file():
                 return lock, "done"

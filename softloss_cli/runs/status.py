@@ -18,6 +18,15 @@ from pathlib import Path
 STATUSES = ("running", "ok", "failed", "diverged", "preempted", "killed")
 
 
+def cluster_job() -> str | None:
+    """The id of the scheduler job this process runs in (Slurm, with its array task; submitit's
+    local executor), kept across a requeue; None outside one."""
+    job, task = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if job:
+        return f"{job}_{task}" if task else job
+    return os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
@@ -31,6 +40,8 @@ class RunStatus:
         self.t0 = time.perf_counter()
         self.record = {"status": "running", "reason": "", "start": _now(), "end": None, "wall_s": None,
                        "overrides": list(overrides or []), "pid": os.getpid(), "host": socket.gethostname()}
+        if cluster_job():
+            self.record["cluster_job"] = cluster_job()  # a requeued job (same id) resumes this run
         self._write()
 
     def finish(self, status: str, reason: str = "", **extra) -> None:
