@@ -162,7 +162,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] | None = None, checkpoint: 
     which = checkpoint or cfg.get("eval", {}).get("checkpoint", "best")
     path = run_dir / "checkpoints" / f"{which}.pt"
     if not path.is_file():
-        present = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+        present = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt") if p.stem in ("best", "last"))
         raise SoftlossError(f"{path} does not exist" + (f"; this run has: {', '.join(present)}" if present else
                                                          " (the run stopped before its first checkpoint)"))
     # Imported once the arguments are known to be good: bad input answers without torch's start-up.

@@ -51,7 +51,20 @@ class Launch:
             try:
                 self.created.rmdir()  # only when empty
             except OSError:
-                pass
+                return
+            _drop_log_files(self.created)
+
+
+def _drop_log_files(folder: Path) -> None:
+    """Close the logging handlers Hydra opened on ``folder/train.log`` (lazily: ``delay``) once a
+    refused run's folder is gone, so that this process (an in-process caller) logs on safely."""
+    import logging
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder.absolute():
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def _quoted(path: Path) -> str:
