@@ -31,12 +31,11 @@ class LabelOrder:
     order: str
 
     def describe(self) -> str:
-        """One line for the run's log: ``ordinal, 30 classes in numeric order: 0, 1, 2, ..., 29 (label values 0..29)``."""
+        """One line for the run's log: ``ordinal, 30 classes in numeric order: 0, 1, ..., 28, 29 (label values: these numbers)``."""
         shown = _shorten(list(self.classes))
         text = f"{self.kind}, {len(self.classes)} classes in {self.order} order: {shown}"
         if self.kind == "ordinal":
-            values = self.values or tuple(float(i) for i in range(len(self.classes)))
-            text += f" (label values {_shorten([_number(v) for v in values])})"
+            text += " (label values: these numbers)" if self.values else " (label values 0..C-1)"
         return text
 
 
