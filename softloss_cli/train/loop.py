@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -353,5 +354,5 @@ def write_predictions(folder: Path, outputs: dict, paths: dict | None = None) ->
         arrays.update({k: v.numpy() for k, v in out.aux.items()})
         files = (paths or {}).get(split)
         if files is not None and len(files) == len(out.logits):
-            arrays["paths"] = np.array([str(f) for f in files])
+            arrays["paths"] = np.array([os.path.abspath(f) for f in files])
         np.savez_compressed(folder / f"{split}.npz", **arrays)
