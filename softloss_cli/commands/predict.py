@@ -216,3 +216,9 @@ def main(args: list[str]) -> int:
     if errors:
         print(f"{errors} unreadable image(s): error rows (--strict refuses them)", file=sys.stderr)
     return 0
+
+
+# The Python API, importable from the command's module too: ``from softloss_cli.commands.predict import load_run``.
+from softloss_cli.commands.predictor import Predictions, Predictor, load_run  # noqa: E402
+
+__all__ = ["Predictions", "Predictor", "expand_inputs", "load_run", "main", "write_rows"]
