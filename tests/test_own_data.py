@@ -275,8 +275,8 @@ def test_group_sum_mae_matches_a_loop():
         truth = sum(values[targets[i]] for i in members)
         errors.append(abs(expected - truth))
         errors_argmax.append(abs(argmax - truth))
-    assert metrics["group_sum_mae"] == pytest.approx(np.mean(errors), rel=1e-12)
-    assert metrics["group_sum_mae_argmax"] == pytest.approx(np.mean(errors_argmax), rel=1e-12)
+    assert metrics["group_sum_mae"] == pytest.approx(np.mean(errors), rel=1e-6)
+    assert metrics["group_sum_mae_argmax"] == pytest.approx(np.mean(errors_argmax), rel=1e-6)
     assert "group_sum_mae" not in compute_metrics(EvalOutputs(logits, targets, torch.softmax(logits, 1)), task)
 
 
