@@ -11,8 +11,10 @@ sets are), and epochs of both are timed alternately with the runner's own ``Epoc
 - later epochs: median images/s of the cached folder and of the in-memory set, and their
   ratio (target >= 0.9);
 - a second run's start: building the data again reads the cache instead of the files;
-- for scale: one epoch read from disk per batch (``data.cache_max_gb=0``, 2 DataLoader workers),
+- for scale: one epoch read from disk per batch (``data.cache_max_gb=0``, DataLoader workers),
   i.e. what decoding every epoch would cost.
+
+With a GPU (``--gpu on`` or auto) the same is measured on it, data on the device, with 20,000 images.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 from common import Section, median, spread, table
 
 TARGET = 0.9
-FULL = {"images": 3000, "size": 32, "batch": 256}
-QUICK = {"images": 300, "size": 32, "batch": 64}
+FULL = {"images": 3000, "size": 32, "batch": 256, "device": "cpu", "workers": 2}
+QUICK = {"images": 300, "size": 32, "batch": 64, "device": "cpu", "workers": 2}
+# On a GPU an epoch of 2,400 images is a handful of steps: 20,000 images, batch 512, 8 workers.
+GPU = {"images": 20000, "size": 32, "batch": 512, "device": "cuda", "workers": 8}
 
 
 def make_folder(root: Path, count: int, size: int) -> None:
@@ -55,7 +59,8 @@ def _epoch(model, optimizer, loader, epoch: int) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    torch.cuda.synchronize() if torch.cuda.is_available() and loader.device.type == "cuda" else None
+    if loader.device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -75,12 +80,15 @@ def measure(c: dict, repeats: int) -> dict:
                "test_fraction": 0.1}
 
         def loader(split, workers=0):
-            return EpochLoader(split, batch_size=c["batch"], device="cpu", mean=bundle.mean, std=bundle.std,
+            return EpochLoader(split, batch_size=c["batch"], device=c["device"], mean=bundle.mean, std=bundle.std,
                                shuffle=True, drop_last=True, num_workers=workers)
 
         def fresh():
-            model = SmallCNN(input_shape=[3, c["size"], c["size"]], num_classes=10)
+            model = SmallCNN(input_shape=[3, c["size"], c["size"]], num_classes=10).to(c["device"])
             return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+        if c["device"] == "cuda":
+            torch.backends.cudnn.benchmark = True
 
         t0 = time.perf_counter()
         bundle = build_data(cfg, data_root)
@@ -90,6 +98,8 @@ def measure(c: dict, repeats: int) -> dict:
         memory = loader(TensorSplit(bundle.train.inputs.clone(), bundle.train.targets.clone()))
         model, optimizer = fresh()
         first_s = _epoch(model, optimizer, cached, 0)
+        if c["device"] == "cuda":  # cudnn autotuning happens in the first epoch; count it there, not later
+            _epoch(model, optimizer, memory, 0)
         cached_rates, memory_rates = [], []
         for i in range(repeats):  # alternate, so a drifting background load favours neither
             for name in (("cached", "memory") if i % 2 == 0 else ("memory", "cached")):
@@ -99,7 +109,7 @@ def measure(c: dict, repeats: int) -> dict:
         again = build_data(cfg, data_root)
         hit_s = time.perf_counter() - t0
         streamed = build_data({**cfg, "cache_max_gb": 0}, data_root)
-        disk_s = _epoch(model, optimizer, loader(streamed.train, workers=2), 99)
+        disk_s = _epoch(model, optimizer, loader(streamed.train, workers=c["workers"]), 99)
     return {"images": c["images"], "train_images": len(bundle.train), "build_s": build_s, "first_epoch_s": first_s,
             "first_rate": n / (build_s + first_s), "cached_rates": cached_rates, "memory_rates": memory_rates,
             "ratio": median(cached_rates) / median(memory_rates), "cache_hit_s": hit_s,
@@ -107,8 +117,11 @@ def measure(c: dict, repeats: int) -> dict:
             "disk_rate": n / disk_s}
 
 
-def run(repeats: int, quick: bool) -> Section:
-    m = measure(QUICK if quick else FULL, repeats)
+def run(repeats: int, quick: bool, gpu: bool = False) -> Section:
+    c = QUICK if quick else (GPU if gpu else FULL)
+    if gpu and quick:
+        c = {**QUICK, "device": "cuda"}
+    m = measure(c, repeats)
     ok = m["ratio"] >= TARGET
     rows = [
         ["first epoch: decode every file into the cache + train", f"{m['first_rate']:,.0f}",
@@ -118,17 +131,20 @@ def run(repeats: int, quick: bool) -> Section:
          spread(m["memory_rates"])],
         ["a second run's first epoch (cache hit)", f"{m['second_start_rate']:,.0f}",
          f"reading the cache {m['cache_hit_s']:.2f} s"],
-        ["for scale: decoding from disk every epoch (2 workers)", f"{m['disk_rate']:,.0f}", "data.cache_max_gb=0"],
+        [f"for scale: decoding from disk every epoch ({c['workers']} workers)", f"{m['disk_rate']:,.0f}",
+         "data.cache_max_gb=0"],
     ]
     text = (
         f"`data=image_folder` on {m['images']:,} generated 32x32 RGB PNGs in 10 class folders "
-        f"({m['train_images']:,} train images), `small_cnn`, CE, SGD, batch {(QUICK if quick else FULL)['batch']}, "
-        f"fp32 on the CPU; {repeats} epochs of each kind, alternated. Run: "
-        "`python benchmarks/run_all.py --only own_data --out /tmp/own.md`.\n\n"
+        f"({m['train_images']:,} train images), `small_cnn`, CE, SGD, batch {c['batch']}, "
+        f"fp32 on the {'GPU, data on the device' if c['device'] == 'cuda' else 'CPU'}; {repeats} epochs of each kind, "
+        f"alternated. Run: `python benchmarks/run_all.py --only own_data --gpu {'on' if gpu else 'off'} "
+        "--out /tmp/own.md`.\n\n"
         + table(["epoch", "images/s", "detail"], rows)
         + f"\n\nLater epochs of the cached folder run at **{m['ratio']:.2f}x** the in-memory set "
         f"(target >= {TARGET}x: {'**met**' if ok else '**missed**'}): once decoded, a folder of files is an "
         "in-memory set. The first epoch pays for decoding once per file list, image size and channels."
     )
-    verdicts = [("own data: later epochs vs in-memory", f"{m['ratio']:.2f}x", f">= {TARGET}x", ok)]
-    return Section("Own data: image folder vs in-memory set", text, {**m, "verdicts": verdicts})
+    where = "GPU" if c["device"] == "cuda" else "CPU"
+    verdicts = [(f"own data, {where}: later epochs vs in-memory", f"{m['ratio']:.2f}x", f">= {TARGET}x", ok)]
+    return Section(f"Own data: image folder vs in-memory set ({where})", text, {**m, "verdicts": verdicts})

@@ -120,6 +120,8 @@ def main(argv=None) -> int:
             import own_data
 
             sections.append(own_data.run(args.repeats, args.quick))
+            if gpu:
+                sections.append(own_data.run(args.repeats, args.quick, gpu=True))
         elif name == "gpu" and gpu:
             import gpu as gpu_bench
 

@@ -478,3 +478,49 @@ def test_manifest_refusal_through_the_cli_exits_2_in_one_line(recipes):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("softloss: error: bad.csv row 3: file img/missing.png does not exist "
                                    f"(paths are relative to {root})".replace(str(root), "."))
+
+
+def _only_run(root, name):
+    (run,) = sorted((root / "runs" / name).iterdir())
+    return run
+
+
+@pytest.mark.slow
+def test_predict_average_k_sets_and_multilabel_presence(recipes):
+    from softloss_cli.commands.predict import load_run
+
+    root, _, _ = recipes
+    feedback = _only_run(root, "manifest-nl")  # partial training, multiclass evaluation: Average-K thresholds stored
+    task = json.loads((feedback / "task.json").read_text())
+    assert task["kind"] == "partial" and set(task["avgk_thresholds"]) == {"1"} and task["monitor"] == "val/accuracy"
+    stored = np.load(feedback / "predictions" / "test.npz")
+    result = load_run(feedback, device="cpu", k=1).predict(list(stored["paths"]))
+    rows = result.rows()
+    metrics = json.loads((feedback / "metrics.json").read_text())
+    assert np.mean([r["set_size"] for r in rows]) == pytest.approx(metrics["test/avgk_set_size_k1"])
+    covered = [r["path"] for r, y in zip(rows, stored["targets"]) if task["class_names"][y] in r["set"]]
+    assert len(covered) / len(rows) == pytest.approx(metrics["test/avgk_acc_k1"])
+    with pytest.raises(SoftlossError, match=r"no Average-K threshold for K=3 .*stored K: 1"):
+        load_run(feedback, device="cpu", k=3)
+    multilabel = load_run(_only_run(root, "manifest-bce"), device="cpu")
+    row = multilabel.predict([root / "img" / "a.png"]).rows()[0]
+    assert set(row["presence"]) == {"cat", "dog"} and row["set"] == [n for n, p in row["presence"].items() if p >= 0.5]
+
+
+@pytest.mark.slow
+def test_manifest_groups_skipped_images_and_the_report(recipes, tmp_path):
+    root, _, env = recipes
+    lines = ["path,label,group"] + [f"counts/{i % 4}/{i // 4}.png,{i % 4},g{i // 8}" for i in range(40)]
+    (root / "broken.png").write_bytes(b"nope")
+    (root / "grouped.csv").write_text("\n".join(lines + ["broken.png,1,g9"]) + "\n")
+    proc = _run_bash("softloss train data=manifest data.path=grouped.csv data.image_size=8 data.on_bad_image=skip "
+                     "data.val_fraction=0.2 data.test_fraction=0.2 trainer=debug hydra.run.dir=runs/grouped", root, env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "skipped 1 unreadable image(s)" in proc.stdout
+    assert (root / "runs" / "grouped" / "skipped_images.txt").read_text().startswith(str(root / "broken.png"))
+    metrics = json.loads((root / "runs" / "grouped" / "metrics.json").read_text())
+    assert {"val/group_sum_mae", "test/group_sum_mae", "test/group_sum_mae_argmax", "test/group8_sum_mae"} <= set(metrics)
+    report = _run_bash(f"softloss report runs/counts --no-plots --out {tmp_path}", root, env)
+    assert report.returncode == 0, report.stderr
+    assert "labels: ordinal, 12 classes in numeric order: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 (label values: these " \
+        "numbers)" in report.stdout

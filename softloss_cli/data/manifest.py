@@ -147,7 +147,7 @@ def check_rows(rows: list[Row], folder: Path, where: str) -> list[str]:
         if (row.labels is not None) != multilabel:
             raise SoftlossError(f"{where} row {row.line}: label and labels are mixed: every row uses labels "
                                 f"(as row {rows[0].line}) or none does")
-        file = os.path.normpath(os.path.join(folder, os.path.expanduser(row.path)))
+        file = os.path.abspath(os.path.join(folder, os.path.expanduser(row.path)))
         if not os.path.isfile(file):
             raise SoftlossError(f"{where} row {row.line}: file {row.path} does not exist (paths are relative to "
                                 f"{folder})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger("softloss")
@@ -53,7 +54,7 @@ def announce_data(data, run_dir: Path, monitor: str, setting: str) -> None:
         lines.append(f"images: {sizes}; {source}" + (f" {info['cache_file']}" if info.get("cache_file") else ""))
     skipped = info.get("skipped_images") or []
     if skipped:
-        (run_dir / SKIPPED_FILE).write_text("".join(f"{s['path']}\t{s['reason']}\n" for s in skipped))
+        (run_dir / SKIPPED_FILE).write_text("".join(f"{os.path.abspath(s['path'])}\t{s['reason']}\n" for s in skipped))
         lines.append(f"skipped {len(skipped)} unreadable image(s) (data.on_bad_image=skip): "
                      f"listed in {run_dir / SKIPPED_FILE}")
     lines.append(f"monitor: {monitor}" + (" (trainer.monitor=auto)" if setting == "auto" else ""))
