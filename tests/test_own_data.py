@@ -524,3 +524,13 @@ def test_manifest_groups_skipped_images_and_the_report(recipes, tmp_path):
     assert report.returncode == 0, report.stderr
     assert "labels: ordinal, 12 classes in numeric order: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 (label values: these " \
         "numbers)" in report.stdout
+
+
+@pytest.mark.slow
+def test_own_data_benchmark_code_runs():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import own_data
+
+    m = own_data.measure({"images": 100, "size": 8, "batch": 16, "device": "cpu", "workers": 0}, repeats=1)
+    assert m["train_images"] == 80 and m["hit_source"] == "hit"
+    assert m["first_rate"] > 0 and m["ratio"] > 0 and m["disk_rate"] > 0 and len(m["cached_rates"]) == 1
