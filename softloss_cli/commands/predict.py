@@ -51,8 +51,11 @@ def _parser() -> argparse.ArgumentParser:
 def _image_files(folder: Path) -> list[str]:
     from softloss_cli.data.images import is_image_file
 
-    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder, followlinks=True) for f in files
-                  if is_image_file(f) and "/." not in d)
+    found = []
+    for d, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [x for x in dirs if not x.startswith(".")]  # .ipynb_checkpoints, .git: never inputs
+        found += [os.path.join(d, f) for f in files if is_image_file(f)]
+    return sorted(found)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list | None, list | None]:
