@@ -477,7 +477,8 @@ def test_data_config_matches_its_builder(path):
     assert next(iter(params)) == "data_root"
     assert {k: v for k, v in cfg.items() if k not in LOADER_KEYS} == defaults
     # augmentation is on by default where crops and flips keep the label
-    bundle_augment_ok = {"cifar10": True, "cifar100": True, "image_folder": True, "ambiguous_images": True}.get(
+    bundle_augment_ok = {"cifar10": True, "cifar100": True, "image_folder": True, "manifest": True,
+                         "ambiguous_images": True}.get(
         cfg["name"], False
     )
     assert cfg["augment"] is bundle_augment_ok
