@@ -3,6 +3,7 @@ then evaluate the best checkpoint on val and test and write the run's files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -18,10 +19,11 @@ from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
+from softloss_cli.progress import mirror_warnings, quiet
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed
 from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
-from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
+from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger, resolved_yaml
 from softloss_cli.train.precision import Precision, resolve_precision
 
 DEFAULT_MONITOR = {"multiclass": "val/accuracy", "ordinal": "val/accuracy", "multilabel": "val/map"}
@@ -114,6 +116,7 @@ def check_run_values(cfg: DictConfig) -> None:
 
 def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as ``cfg`` says, in ``run_dir``; return the final metrics (also in metrics.json)."""
+    mirror_warnings()  # train.log holds what the terminal showed, warnings included
     check_run_values(cfg)
     t = cfg.trainer
     if t.get("threads"):
@@ -127,7 +130,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not t.get("deterministic", False)
     ckpt.seed_everything(cfg.seed)
-    data, loss_fn, model = build_setup(cfg, device)
+    with contextlib.nullcontext() if dist.is_main and t.progress != "none" else quiet():
+        data, loss_fn, model = build_setup(cfg, device)
     if getattr(loss_fn, "clip_advice", None) and not cfg.trainer.grad_clip:
         import warnings
 
@@ -177,9 +181,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if backend:
         train_model = torch.compile(train_model, backend=backend)
 
-    config_yaml = OmegaConf.to_yaml(cfg)  # once: TensorBoard's config text and every last.pt
+    config_yaml = OmegaConf.to_yaml(cfg)  # once: every last.pt (TensorBoard shows it resolved)
     if dist.is_main:
-        logger = RunLogger(run_dir, config_yaml, resume_step=step if t.resume else None, start_epoch=start_epoch,
+        logger = RunLogger(run_dir, resolved_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch,
                            data_name=cfg.data.name)
     else:
         logger = distributed.NullLogger()
