@@ -78,6 +78,29 @@ def test_single_label_figures_reliability_and_log_scale_confusion():
         matplotlib.pyplot.close(fig)
 
 
+@pytest.mark.parametrize("temperature", [0.2, 5.0])  # over-confident, under-confident
+def test_reliability_legend_explains_every_colour(temperature):
+    """No translucent bar over another (a colour of its own, in no legend): every bar is
+    opaque, and each colour drawn is a legend entry's."""
+    from matplotlib.colors import to_hex
+
+    g = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 10, (2000,), generator=g)
+    logits = torch.randn(2000, 10, generator=g) + 3.0 * torch.nn.functional.one_hot(targets, 10)
+    scores = (logits / temperature).softmax(-1)
+    fig = task_figures(EvalOutputs(logits, targets, scores), Task("multiclass", 10))["reliability"]
+    top = fig.axes[0]
+    bars = [p for p in top.patches]
+    (legend,) = fig.legends
+    legend_colours = {to_hex(h.get_facecolor()) for h in legend.legend_handles if hasattr(h, "get_facecolor")}
+    assert bars and all(p.get_alpha() in (None, 1.0) for p in bars)
+    assert {to_hex(p.get_facecolor()) for p in bars} <= legend_colours
+    labels = [t.get_text() for t in legend.get_texts()]
+    gap = "over-confident: confidence - accuracy" if temperature < 1 else "under-confident: accuracy - confidence"
+    assert gap in labels and "mean confidence of a bin" in labels
+    matplotlib.pyplot.close(fig)
+
+
 def test_confusion_matrix_only_up_to_50_classes_and_partial_uses_its_base_kind():
     assert "confusion_matrix" in task_figures(_outputs(200, 50), Task("multiclass", 50))
     assert "confusion_matrix" not in task_figures(_outputs(200, 51), Task("multiclass", 51))
