@@ -14,6 +14,7 @@ import torch
 
 matplotlib.use("Agg")
 
+from conftest import TINY  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
@@ -303,8 +304,6 @@ def test_two_job_sweep_in_tensorboard_runs_named_by_overrides_headline_first(cli
     the varying hyper-parameters, headline test metrics first."""
     from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
     from tensorboard.plugins.hparams import metadata as hp_metadata
-
-    from conftest import TINY
 
     sweep = tmp_path / "sweep"
     proc = cli("train", "-m", "loss=ce,rps", "seed=0", "data=ordinal_images", *TINY,
