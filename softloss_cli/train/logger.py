@@ -420,16 +420,36 @@ def resolved_yaml(cfg) -> str:
         return OmegaConf.to_yaml(cfg)
 
 
-def render_figure(fig, dpi: int = 100):
-    """A matplotlib figure as an RGB ``uint8`` array ``[H, W, 3]`` (drawn once), then closed."""
+#: widest figure in TensorBoard and ``plots/`` (inches at ``FIGURE_DPI``: 500 px).
+#: TensorBoard shows an image at most a card wide (about 330 px in IMAGES, less in TIME
+#: SERIES), so a figure drawn 1000 px wide is shrunk until its text cannot be read. Drawn
+#: this narrow, with the text at its size in points, it is shrunk little and stays legible.
+FIGURE_MAX_WIDTH_IN = 5.0
+FIGURE_DPI = 100
+
+
+def render_figure(fig, max_width_in: float = FIGURE_MAX_WIDTH_IN, dpi: int = FIGURE_DPI):
+    """A matplotlib figure as an RGB ``uint8`` array ``[H, W, 3]``, drawn once at ``dpi``,
+    then closed. A figure wider than ``max_width_in`` is narrowed to it (its height kept:
+    text keeps its size in points, so it grows relative to the plot) and laid out again;
+    the image is cropped to what is drawn (``bbox_inches="tight"``), so a legend placed
+    outside the axes is never cut."""
+    import io
+
     import matplotlib.pyplot as plt
     import numpy as np
+    from PIL import Image
 
-    fig.set_dpi(dpi)
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    w, h = fig.get_size_inches()
+    if w > max_width_in:
+        fig.set_size_inches(max_width_in, h)
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08, facecolor="white")
     plt.close(fig)
-    return image
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB")).copy()
 
 
 def _save_png(image, path: Path) -> None:
