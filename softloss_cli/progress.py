@@ -125,3 +125,13 @@ def mirror_warnings() -> None:
 
     showwarning._softloss = True
     warnings.showwarning = showwarning
+
+
+def console(**kwargs):
+    """A rich ``Console`` for tables: the terminal's width on a terminal; off one (a pipe, a
+    file) no width limit and no colour codes, so no line is wrapped (rich would wrap at 80
+    columns) and a log or ``grep`` gets whole rows."""
+    from rich.console import Console
+
+    plain = {} if is_terminal() else {"width": 100_000, "no_color": True}
+    return Console(**plain, **kwargs)

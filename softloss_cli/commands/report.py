@@ -394,13 +394,13 @@ def print_report(report: Report) -> None:
     columns repeated in each); piped or redirected, one table of any width, plain text, no
     line wrapped (a log or ``grep`` gets whole rows).
     """
-    from rich.console import Console
     from rich.table import Table
 
+    from softloss_cli.progress import console as plain_console
     from softloss_cli.progress import is_terminal
 
     terminal = is_terminal()
-    console = Console(**({} if terminal else {"width": 100_000, "no_color": True}))
+    console = plain_console()
     headers, split = metric_headers(report)
     cells = [[cell(g.stats.get(m)) for m in report.metrics] for g in report.groups]
     # width of a column in the table: its text plus rich's padding and border (3 characters)

@@ -26,10 +26,10 @@ def print_run_summary(metrics: dict[str, float], run_dir: Path, compact: bool = 
     """A rich table (metric x split) of ``summary_names``; ``compact`` prints one line of the
     first four headline test metrics (used for sweep jobs), never wrapped. What is printed
     also goes to the job's ``train.log``."""
-    from rich.console import Console
     from rich.table import Table
 
-    from softloss_cli.progress import is_terminal, log_only, say
+    from softloss_cli.progress import console as plain_console
+    from softloss_cli.progress import log_only, say
     from softloss_cli.tasks import headline_metrics, infer_kind
 
     if compact:
@@ -38,8 +38,7 @@ def print_run_summary(metrics: dict[str, float], run_dir: Path, compact: bool = 
         head = ", ".join(f"{n} {metrics[f'test/{n}']:.4f}" for n in shown)
         say(f"done: {head}  -> {run_dir}")
         return
-    # Off a terminal: no width limit (rich would wrap at 80 columns), no colour codes.
-    console = Console(record=True, **({} if is_terminal() else {"width": 10_000, "no_color": True}))
+    console = plain_console(record=True)  # off a terminal: unwrapped lines; recorded for train.log
     names = summary_names(metrics, kind, data)
     table = Table(title=f"final metrics ({checkpoint} checkpoint)")
     table.add_column("metric")
