@@ -140,7 +140,7 @@ def test_custom_scalars_layout_follows_the_task_kind():
 
 
 def test_headline_and_summary_tags_keep_the_task_order():
-    from softloss_cli.train.logger import headline_scalars, summary_scalars
+    from softloss_cli.train.logger import headline_metrics_of, headline_scalars, summary_scalars
 
     values = {"val/mae": 2.0, "val/accuracy": 0.1, "val/nll": 3.0, "train/epoch_loss": 1.5}
     assert headline_scalars(values, ["accuracy", "mae"]) == {
@@ -150,6 +150,10 @@ def test_headline_and_summary_tags_keep_the_task_order():
     assert list(summary_scalars(metrics, ["accuracy", "nll", "neg_violation_rate"])) == [
         "summary/test_accuracy", "summary/test_nll", "summary/val_accuracy", "summary/val_nll",
         "summary/train_neg_violation_rate"]
+    # a partial task's headline includes its training-split metric; a scenario dataset has its own
+    assert headline_metrics_of(metrics, "partial") == ["accuracy", "nll", "neg_violation_rate"]
+    assert headline_metrics_of({"val/accuracy": 1.0, "val/hard_route_acc": 1.0}, "multiclass", "routing_images") == [
+        "accuracy", "hard_route_acc"]
 
 
 def test_hparam_values_keys_and_types(compose_cfg):

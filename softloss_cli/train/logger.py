@@ -97,8 +97,8 @@ class RunLogger:
         """
         from softloss_cli.plots.registry import task_figures
 
-        self.scalars(summary_scalars(metrics, headline_metrics_of(metrics, task.eval_kind, self.data_name)), step)
-        self.hparams(cfg, metrics, task.eval_kind)
+        self.scalars(summary_scalars(metrics, headline_metrics_of(metrics, task.kind, self.data_name)), step)
+        self.hparams(cfg, metrics, task.kind)
         figures = task_figures(outputs["test"], task)
         if figures:
             plots = self.run_dir / "plots"
