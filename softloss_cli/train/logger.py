@@ -128,7 +128,7 @@ class RunLogger:
         defining = defining_keys(values, overrides)
         names = headline_metrics_of(metrics, kind or "", self.data_name)
         metric_tags = {tag: v for tag, v in summary_scalars(metrics, names).items() if math.isfinite(v)}
-        experiment, session_start, session_end = hparams(values, metric_tags)
+        _, session_start, session_end = hparams(values, metric_tags)
         writer = self.writer._get_file_writer()
         if not _in_multirun():
             writer.add_summary(_experiment({k: values[k] for k in defining}, list(metric_tags)))
