@@ -10,6 +10,8 @@ an HTML comment on the line before a fenced ``bash`` or ``console`` block.
 - ``<!-- run: tiny K=V ... -->``: also the tiny data sizes (256/128/128 images), then the
   listed overrides (``seed=0`` keeps one seed of a preset's grid).
 - ``<!-- not run: why -->``: shown, not run (a server, a GPU, a cluster, the test suite itself).
+- ``<!-- test: NAME -->``: run by the test that reads that name (``tests/test_own_data.py``
+  runs the README's own-data recipes); it covers the fenced blocks that follow it directly.
 
 In a run block: ``softloss`` (or ``.venv/bin/softloss``) is ``python -m softloss_cli``; a path
 holding ``<...>`` (``runs/multirun/<date>_<time>``) is the newest folder matching it;
@@ -33,18 +35,26 @@ import pytest
 from conftest import REPO, TINY, TINY_TRAINER
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-BLOCK = re.compile(r"(?P<before>[^\n]*)\n+```(?P<lang>bash|console)\n(?P<body>.*?)```", re.S)
-MARKER = re.compile(r"^<!--\s*(?P<kind>run|not run)\s*(?::\s*(?P<arg>.*?))?\s*-->$")
+FENCE = re.compile(r"^```(?P<lang>\w*)\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
+MARKER = re.compile(r"^<!--\s*(?P<kind>run|not run|test)\s*(?::\s*(?P<arg>.*?))?\s*-->$")
 
 
 def command_blocks(path: Path):
-    """``(kind, arg, lang, body)`` of every ``bash``/``console`` block of a Markdown file;
-    kind is None when the line before the block is no marker."""
+    """``(kind, arg, lang, body)`` of every ``bash``/``console`` block of a Markdown file.
+    The marker is the line before the block; a block that directly follows another fenced
+    block (a CSV file, then the command that reads it) shares that block's marker; kind is
+    None when there is none."""
     text = path.read_text()
-    for m in BLOCK.finditer(text):
-        marker = MARKER.match(m.group("before").strip())
-        yield (marker.group("kind") if marker else None, (marker.group("arg") or "") if marker else "",
-               m.group("lang"), m.group("body"))
+    previous_end, previous_marker = -1, None
+    for m in FENCE.finditer(text):
+        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        marker = MARKER.match(before)
+        if marker is None and text[previous_end:m.start()].strip() == "" and previous_end >= 0:
+            marker = previous_marker
+        previous_end, previous_marker = m.end(), marker
+        if m.group("lang") in ("bash", "console"):
+            yield (marker.group("kind") if marker else None, (marker.group("arg") or "") if marker else "",
+                   m.group("lang"), m.group("body"))
 
 
 def test_every_command_block_is_run_or_says_why_not():
