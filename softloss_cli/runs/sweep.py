@@ -108,9 +108,10 @@ def _job_key(name: str):
 
 def finish_sweep(sweep_dir: Path, overrides: list[str], error: str | None = None,
                  planned: list[list[str]] | None = None) -> dict:
-    """Write ``sweep.json`` and the sweep's HPARAMS summary, print every job with its state;
-    return the summary. A job left ``running`` by a process that is gone is recorded ``killed``
-    in its own ``status.json`` too (the report then says so).
+    """Write ``sweep.json`` and the sweep's HPARAMS columns (into each finished job's event
+    folder: ``train.logger.write_sweep_hparams``), print every job with its state; return the
+    summary. A job left ``running`` by a process that is gone is recorded ``killed`` in its own
+    ``status.json`` too (the report then says so).
 
     ``error``: why the launcher stopped the sweep early (recorded as ``"stopped"``).
     """
@@ -139,8 +140,8 @@ def finish_sweep(sweep_dir: Path, overrides: list[str], error: str | None = None
 
 
 class SweepSummary(Callback):
-    """Writes ``<sweep dir>/sweep.json`` (and ``<sweep dir>/hparams``) and prints the failed
-    jobs when a multirun ends."""
+    """Writes ``<sweep dir>/sweep.json`` (and the sweep's HPARAMS columns) and prints the
+    failed jobs when a multirun ends."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from softloss_cli.runs.launchers import install

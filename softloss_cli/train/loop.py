@@ -3,6 +3,7 @@ then evaluate the best checkpoint on val and test and write the run's files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,11 +20,12 @@ from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
+from softloss_cli.progress import mirror_warnings, quiet
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed
 from softloss_cli.train.divergence import check_divergence
 from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
-from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
+from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger, resolved_yaml
 from softloss_cli.train.precision import Precision, resolve_precision
 from softloss_cli.train.preemption import Preempted, PreemptionGuard
 from softloss_cli.train.run_notes import announce_data, complete_task_record, resolve_monitor
@@ -128,6 +130,7 @@ def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | 
     entered by the caller) is active.
     """
     guard = guard if guard is not None else PreemptionGuard()  # not entered: never requested
+    mirror_warnings()  # train.log holds what the terminal showed, warnings included
     check_run_values(cfg)
     t = cfg.trainer
     if t.get("threads"):
@@ -141,7 +144,8 @@ def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not t.get("deterministic", False)
     ckpt.seed_everything(cfg.seed)
-    data, loss_fn, model = build_setup(cfg, device)
+    with contextlib.nullcontext() if dist.is_main and t.progress != "none" else quiet():
+        data, loss_fn, model = build_setup(cfg, device)
     if getattr(loss_fn, "clip_advice", None) and not cfg.trainer.grad_clip:
         import warnings
 
@@ -197,9 +201,9 @@ def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | 
         on_start()
     if dist.is_main:  # the first lines of train.log: written once the run may start
         announce_data(data, run_dir, monitor, t.monitor)
-    config_yaml = OmegaConf.to_yaml(cfg)  # once: TensorBoard's config text and every last.pt
+    config_yaml = OmegaConf.to_yaml(cfg)  # once: every last.pt (TensorBoard shows it resolved)
     if dist.is_main:
-        logger = RunLogger(run_dir, config_yaml, resume_step=step if t.resume else None, start_epoch=start_epoch,
+        logger = RunLogger(run_dir, resolved_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch,
                            data_name=cfg.data.name)
     else:
         logger = distributed.NullLogger()
