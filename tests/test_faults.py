@@ -504,7 +504,12 @@ def test_a_killed_sweep_job_is_accounted_for_and_resume_finishes_it(tmp_path, da
     again = run_cli("train", *args, "trainer.resume=true")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "job 1 ok (finished in an earlier launch; left as it is)" in again.stdout
-    assert _hashes(sweep / "1") == ok_before
+    # left as it is: only its TensorBoard folder gains the sweep's HPARAMS columns, which the end
+    # of every sweep writes into each finished job (train.logger.write_sweep_hparams)
+    def untouched(hashes):
+        return {k: v for k, v in hashes.items() if not k.startswith("tb/")}
+
+    assert untouched(_hashes(sweep / "1")) == untouched(ok_before)
     summary = json.loads((sweep / "sweep.json").read_text())
     assert summary["counts"] == {"ok": 3}
     with warnings.catch_warnings():
