@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from softloss_cli.config.compat import check_loss_task
+from softloss_cli.config.compat import check_head, check_loss_task
 from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
@@ -33,6 +33,7 @@ def build_setup(cfg: DictConfig, device: torch.device):
     data = build_data(data_cfg, cfg.paths.data_root)
     loss_fn = instantiate(cfg.loss)
     check_loss_task(loss_fn, data.task, data_cfg["name"], cfg.model.get("heads", "one"))
+    check_head(loss_fn, data.task, data_cfg["name"], cfg.model.get("head", "linear"))
     if hasattr(loss_fn, "bind_task"):  # e.g. ordinal losses read the dataset's label values
         try:
             loss_fn.bind_task(data.task)
