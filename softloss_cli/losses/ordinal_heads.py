@@ -189,9 +189,10 @@ def _native(aux: dict, key: str, loss_name: str, head: str) -> torch.Tensor:
 
 
 def _binary_terms(x: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
-    """Per-task binary cross-entropy with logits, ``-[t log sigmoid(x) + (1 - t) log sigmoid(-x)]``
-    as ``softplus(x) - t x`` (one stable pass), for targets ``above`` in {0, 1}."""
-    return F.softplus(x) - above * x
+    """Per-task binary cross-entropy with logits, ``-[t log sigmoid(x) + (1 - t) log sigmoid(-x)]``,
+    for targets ``above`` in {0, 1}: ``softplus(-x)`` where t = 1 and ``softplus(x)`` where t = 0
+    (one pass; ``softplus(x) - t x`` would cancel in float32 for large x and t = 1)."""
+    return F.softplus(x - 2.0 * above * x)
 
 
 def _check_head(cls, head: str | None) -> None:
