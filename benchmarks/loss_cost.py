@@ -59,6 +59,9 @@ def make_inputs(loss, b: int, c: int, device, generator):
     else:  # partial: (label, is_positive), half of them negative labels
         target = torch.stack([labels, (torch.rand(b, generator=generator) < 0.5).long()], dim=1)
     aux = {}
+    native = getattr(loss, "native_key", None)  # coral/corn: the head's [B, C-1] outputs, not the logits
+    if native:
+        aux[native] = (torch.randn(b, c - 1, generator=generator) * 3).to(device).requires_grad_(True)
     if getattr(loss, "needs_aux", False):
         aux["aux_logits"] = (torch.randn(b, c, generator=generator) * 3).to(device).requires_grad_(True)
     return logits, target.to(device), aux

@@ -433,7 +433,8 @@ def test_experiment_preset_composes_the_sweep(compose_cfg):
     assert cfg.data.name == "ordinal_images"
     assert cfg.model._target_.endswith("SmallCNN")
     params = cfg.hydra.sweeper.params
-    assert [s.strip() for s in params.loss.split(",")] == ["ce", "rps", "ev_l1", "ev_l1_ce", "cdw_ce", "emd2", "sord"]
+    assert [s.strip() for s in params.loss.split(",")] == ["ce", "rps", "ev_l1", "ev_l1_ce", "cdw_ce", "emd2", "sord",
+                                                           "coral", "corn", "clm", "unimodal", "wk"]
     assert [s.strip() for s in str(params.seed).split(",")] == ["0", "1", "2"]
     assert catalog.describe("experiment", "ordinal")
 

@@ -170,7 +170,9 @@ def corn_log_probs(cond_logits: torch.Tensor) -> torch.Tensor:
 
 def ordered_thresholds(first: torch.Tensor, raw_gaps: torch.Tensor, min_gap: float = 0.0) -> torch.Tensor:
     """CLM thresholds ``theta_0 = first``, ``theta_k = theta_{k-1} + softplus(raw_gap_k) + min_gap``
-    (``[C-1]`` from a scalar ``[1]`` and ``[C-2]`` raw gaps): strictly increasing for any raw values.
+    (``[C-1]`` from a scalar ``[1]`` and ``[C-2]`` raw gaps): increasing for any raw values (in
+    floats a gap below the rounding of ``theta`` vanishes: two equal thresholds give their
+    class probability 0, which ``clm_log_probs`` handles; ``min_gap > 0`` rules it out).
 
     dlordinal squares the raw gaps instead (``a_k ** 2``), which has a zero gradient at 0 and
     lets two thresholds meet; softplus keeps every gap positive with a gradient everywhere.
