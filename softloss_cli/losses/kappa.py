@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, reduce_loss
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, with_grad
 
 __all__ = ["WeightedKappaLoss", "MeanClassErrorLoss", "MceWkLoss", "kappa_weights"]
 
@@ -49,6 +49,12 @@ def _check_class_weights(class_weights) -> tuple[float, ...] | None:
     if not all(w >= 0 for w in weights):
         raise ValueError(f"class_weights must be >= 0, got {list(weights)}")
     return weights
+
+
+def _scalar_with_grad(z: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """A batch-level scalar ``value`` carrying the gradient ``grad [B, C]`` w.r.t. ``z``
+    (``base.with_grad`` on a one-element row: the upstream gradient broadcasts over ``grad``)."""
+    return with_grad(z, value.reshape(1), grad).reshape(())
 
 
 class _BatchLoss(SoftmaxLoss):
@@ -86,22 +92,35 @@ class _BatchLoss(SoftmaxLoss):
         return loss
 
 
-def _wk_value(p: torch.Tensor, target: torch.Tensor, w: torch.Tensor, epsilon: float, log: bool) -> torch.Tensor:
-    """``sum_b p_b . W[:, y_b] / ((1/N) sum_ij W_ij (sum_b p_bi) n_j + epsilon)`` (n_j: count of label j)."""
+def _softmax_backward(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``dL/dz = p * (g - sum(p * g))`` for ``g = dL/dp`` and ``p = softmax(z)`` (one fused kernel)."""
+    return torch.ops.aten._softmax_backward_data(g, p, 1, p.dtype)
+
+
+def _wk_parts(p: torch.Tensor, target: torch.Tensor, w: torch.Tensor, epsilon: float, want_grad: bool):
+    """``(WK, dWK/dp or None)`` of a batch: ``WK = O / (E + epsilon)`` with
+    ``O = sum_b p_b . W[:, y_b]`` and ``E = (1/N) (sum_b p_b) . W n`` (n_j: count of label j).
+
+    Gradient: ``dWK/dp_b = (W[:, y_b] - WK * m) / (E + epsilon)``, ``m = W n / N`` (one ``[C]``
+    vector for the batch).
+    """
     n, c = p.shape
-    observed = torch.linalg.vecdot(p, w.t().index_select(0, target)).sum()
-    counts = torch.bincount(target, minlength=c).to(p.dtype)
-    expected = p.sum(dim=0) @ w @ counts / n
-    ratio = observed / (expected + epsilon)
-    return torch.log(ratio + epsilon) if log else ratio
+    columns = w.t().index_select(0, target)  # W[:, y_b], [B, C]
+    observed = torch.linalg.vecdot(p, columns).sum()
+    m = w @ torch.bincount(target, minlength=c).to(p.dtype) / n
+    denominator = p.sum(dim=0) @ m + epsilon
+    ratio = observed / denominator
+    grad = columns.sub_(ratio * m).div_(denominator) if want_grad else None
+    return ratio, grad
 
 
-def _mce_rows(p: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None) -> torch.Tensor:
-    """``(1/C) sum_c w_c (p_c - 1[c = y])^2`` per row ``[B]``."""
-    err = p.scatter_add(1, target[:, None], torch.full_like(p[:, :1], -1.0)).square_()
-    if class_weights is not None:
-        err = err * class_weights
-    return err.mean(dim=1)
+def _mce_parts(p: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None, want_grad: bool):
+    """``((1/C) sum_c w_c (p_c - 1[c = y])^2`` per row ``[B]``, its gradient w.r.t. ``p`` or None)."""
+    c = p.shape[1]
+    err = p.scatter_add(1, target[:, None], torch.full_like(p[:, :1], -1.0))
+    weighted = err if class_weights is None else err * class_weights
+    values = torch.linalg.vecdot(weighted, err) / c
+    return values, (weighted.mul_(2.0 / c) if want_grad else None)
 
 
 @LOSSES.register("wk", "weighted kappa loss: 1 - soft QWK of the batch, in [0, 2] (ordinal)")
@@ -139,7 +158,14 @@ class WeightedKappaLoss(_BatchLoss):
         self.class_weights = _check_class_weights(class_weights)
 
     def batch_value(self, z, target, parts):
-        return _wk_value(torch.softmax(z, dim=1), target, self.weights(z.shape[1], z.device), self.epsilon, self.log)
+        p = torch.softmax(z.detach(), dim=1)
+        ratio, g = _wk_parts(p, target, self.weights(z.shape[1], z.device), self.epsilon, needs_grad(z))
+        if self.log:  # d log(WK + eps) = dWK / (WK + eps)
+            value = torch.log(ratio + self.epsilon)
+            g = None if g is None else g.div_(ratio + self.epsilon)
+        else:
+            value = ratio
+        return _scalar_with_grad(z, value, None if g is None else _softmax_backward(g, p))
 
 
 @LOSSES.register("mce", "mean per-class squared error of the softmax (Brier / C) (ordinal)")
@@ -167,7 +193,9 @@ class MeanClassErrorLoss(SoftmaxLoss):
 
     def per_sample(self, logits, target, **aux):
         w = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
-        return _mce_rows(torch.softmax(logits, dim=1), target, w)
+        p = torch.softmax(logits.detach(), dim=1)
+        values, g = _mce_parts(p, target, w, needs_grad(logits))
+        return with_grad(logits, values, None if g is None else _softmax_backward(g, p))
 
 
 @LOSSES.register("mce_wk", "wk_weight * wk + (1 - wk_weight) * mce (ordinal)")
@@ -193,9 +221,16 @@ class MceWkLoss(_BatchLoss):
         self.class_weights = _check_class_weights(class_weights)
 
     def batch_value(self, z, target, parts):
-        p = torch.softmax(z, dim=1)
-        wk = _wk_value(p, target, self.weights(z.shape[1], z.device), 1e-10, False)
+        p = torch.softmax(z.detach(), dim=1)
+        want = needs_grad(z)
+        wk, g_wk = _wk_parts(p, target, self.weights(z.shape[1], z.device), 1e-10, want)
         cw = None if self.class_weights is None else torch.tensor(self.class_weights, device=z.device)
-        mce = _mce_rows(p, target, cw).mean()
+        mce_rows, g_mce = _mce_parts(p, target, cw, want)
+        mce = mce_rows.mean()
         parts.update(wk=wk.detach(), mce=mce.detach())
-        return self.wk_weight * wk + (1.0 - self.wk_weight) * mce
+        value = self.wk_weight * wk + (1.0 - self.wk_weight) * mce
+        grad = None
+        if want:  # one softmax backward for both terms; the MCE mean spreads 1/N over the rows
+            g = g_wk.mul_(self.wk_weight).add_(g_mce, alpha=(1.0 - self.wk_weight) / p.shape[0])
+            grad = _softmax_backward(g, p)
+        return _scalar_with_grad(z, value, grad)

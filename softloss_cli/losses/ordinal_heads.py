@@ -42,7 +42,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses.base import LOSSES, ClassificationLoss, SoftmaxLoss, reduce_loss
+from softloss_cli.losses.base import LOSSES, ClassificationLoss, SoftmaxLoss, needs_grad, reduce_loss, with_grad
 
 __all__ = [
     "CLM_LINKS",
@@ -190,11 +190,41 @@ def _native(aux: dict, key: str, loss_name: str, head: str) -> torch.Tensor:
     return aux[key]
 
 
-def _binary_terms(x: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
-    """Per-task binary cross-entropy with logits, ``-[t log sigmoid(x) + (1 - t) log sigmoid(-x)]``,
-    for targets ``above`` in {0, 1}: ``softplus(-x)`` where t = 1 and ``softplus(x)`` where t = 0
-    (one pass; ``softplus(x) - t x`` would cancel in float32 for large x and t = 1)."""
-    return F.softplus(x - 2.0 * above * x)
+def _binary_rows(x: torch.Tensor, sign: torch.Tensor, weights: torch.Tensor | None = None,
+                 masked: bool = False) -> torch.Tensor:
+    """``sum_k w_k softplus(sign_k x_k)`` per row, with its closed-form gradient ``w sign sigmoid(sign x)``.
+
+    ``sign`` is -1 where the binary target is 1 (``y > k``), +1 where it is 0, and 0 for a task
+    that does not see the sample (CORN): ``softplus(-x) = -log sigmoid(x)`` and ``softplus(x) =
+    -log sigmoid(-x)`` are the binary cross-entropies with logits, each computed in one stable
+    pass (``softplus(x) - t x`` would cancel in float32 for large x and t = 1). ``x, sign [B, K]``,
+    ``weights [K]`` or None; ``masked``: ``sign`` holds zeros whose terms must be dropped (their
+    ``softplus(0)`` is not 0). Returns ``[B]`` carrying the gradient w.r.t. ``x``.
+    """
+    xd = x.detach()
+    u = xd * sign
+    terms = F.softplus(u)
+    if weights is not None:
+        terms = terms * weights
+    if masked:
+        terms = terms.masked_fill_(sign == 0, 0.0)
+    grad = None
+    if needs_grad(x):
+        grad = torch.sigmoid(u).mul_(sign)
+        if weights is not None:
+            grad = grad.mul_(weights)
+    return with_grad(x, terms.sum(dim=1), grad)
+
+
+def _task_signs(target: torch.Tensor, tasks: int, dtype, conditional: bool) -> torch.Tensor:
+    """``[B, K]`` signs: -1 for task k with ``y > k``, +1 with ``y <= k``; with ``conditional``
+    (CORN) 0 for the tasks ``k > y`` that do not see the sample."""
+    k = torch.arange(tasks, device=target.device)
+    y = target[:, None]
+    minus, plus = torch.tensor(-1.0, dtype=dtype, device=target.device), torch.tensor(1.0, dtype=dtype, device=target.device)
+    if not conditional:
+        return torch.where(k < y, minus, plus)
+    return torch.where(k < y, minus, torch.where(k == y, plus, torch.zeros((), dtype=dtype, device=target.device)))
 
 
 def _check_head(cls, head: str | None) -> None:
@@ -260,14 +290,14 @@ class CoralLoss(_HeadLoss):
             raise ValueError(f"importance_weights must be >= 0, got {list(self.importance_weights)}")
 
     def head_loss(self, s: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        k = torch.arange(s.shape[1], device=s.device)
-        terms = _binary_terms(s, (target[:, None] > k).to(s.dtype))
+        weights = None
         if self.importance_weights is not None:
             if len(self.importance_weights) != s.shape[1]:
                 raise ValueError(f"importance_weights has {len(self.importance_weights)} values; "
                                  f"the head has {s.shape[1]} tasks (C-1)")
-            terms = terms * torch.tensor(self.importance_weights, dtype=s.dtype, device=s.device)
-        return reduce_loss(terms.sum(dim=1), self.reduction)
+            weights = torch.tensor(self.importance_weights, dtype=s.dtype, device=s.device)
+        per_sample = _binary_rows(s, _task_signs(target, s.shape[1], s.dtype, False), weights)
+        return reduce_loss(per_sample, self.reduction)
 
 
 @LOSSES.register("corn", "CORN: conditional binary tasks P(y > k | y > k-1) (model.head=corn)")
@@ -292,11 +322,11 @@ class CornLoss(_HeadLoss):
     native_key = "cond_logits"
 
     def head_loss(self, c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        k = torch.arange(c.shape[1], device=c.device)
-        used = (target[:, None] >= k).to(c.dtype)  # task k sees the samples with y > k-1
-        per_sample = (_binary_terms(c, (target[:, None] > k).to(c.dtype)) * used).sum(dim=1)
+        # task k sees the samples with y > k-1, i.e. k <= y: min(y, C-2) + 1 tasks per sample
+        per_sample = _binary_rows(c, _task_signs(target, c.shape[1], c.dtype, True), masked=True)
         if self.reduction == "mean":
-            return per_sample.sum() / used.sum().clamp_min(1.0)
+            pairs = (target.clamp(max=c.shape[1] - 1) + 1).sum().clamp_min(1)
+            return per_sample.sum() / pairs
         return reduce_loss(per_sample, self.reduction)
 
 
