@@ -42,7 +42,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses.base import LOSSES, ClassificationLoss, SoftmaxLoss, needs_grad, reduce_loss, with_grad
+from softloss_cli.losses.base import (
+    LOSSES,
+    ClassificationLoss,
+    SoftmaxLoss,
+    needs_grad,
+    reduce_loss,
+    with_grad,
+)
 
 __all__ = [
     "CLM_LINKS",
@@ -190,24 +197,24 @@ def _native(aux: dict, key: str, loss_name: str, head: str) -> torch.Tensor:
     return aux[key]
 
 
-def _binary_rows(x: torch.Tensor, sign: torch.Tensor, weights: torch.Tensor | None = None,
-                 masked: bool = False) -> torch.Tensor:
-    """``sum_k w_k softplus(sign_k x_k)`` per row, with its closed-form gradient ``w sign sigmoid(sign x)``.
+def _binary_rows(x: torch.Tensor, sign: torch.Tensor, offset: torch.Tensor | None = None,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_k w_k softplus(sign_k x_k + offset_k)`` per row, with its closed-form gradient
+    ``w sign sigmoid(sign x + offset)``.
 
-    ``sign`` is -1 where the binary target is 1 (``y > k``), +1 where it is 0, and 0 for a task
-    that does not see the sample (CORN): ``softplus(-x) = -log sigmoid(x)`` and ``softplus(x) =
-    -log sigmoid(-x)`` are the binary cross-entropies with logits, each computed in one stable
-    pass (``softplus(x) - t x`` would cancel in float32 for large x and t = 1). ``x, sign [B, K]``,
-    ``weights [K]`` or None; ``masked``: ``sign`` holds zeros whose terms must be dropped (their
-    ``softplus(0)`` is not 0). Returns ``[B]`` carrying the gradient w.r.t. ``x``.
+    ``sign`` is -1 where the binary target is 1 (``y > k``) and +1 where it is 0:
+    ``softplus(-x) = -log sigmoid(x)`` and ``softplus(x) = -log sigmoid(-x)`` are the binary
+    cross-entropies with logits, each one stable pass (``softplus(x) - t x`` would cancel in
+    float32 for large x and t = 1). A task that does not see the sample (CORN) has sign 0 and
+    offset -inf: ``softplus(-inf) = sigmoid(-inf) = 0``, no term and no gradient, without a
+    mask. ``x, sign, offset [B, K]``, ``weights [K]`` or None; returns ``[B]`` carrying the
+    gradient w.r.t. ``x``.
     """
     xd = x.detach()
-    u = xd * sign
+    u = xd * sign if offset is None else torch.addcmul(offset, xd, sign)
     terms = F.softplus(u)
     if weights is not None:
         terms = terms * weights
-    if masked:
-        terms = terms.masked_fill_(sign == 0, 0.0)
     grad = None
     if needs_grad(x):
         grad = torch.sigmoid(u).mul_(sign)
@@ -216,15 +223,18 @@ def _binary_rows(x: torch.Tensor, sign: torch.Tensor, weights: torch.Tensor | No
     return with_grad(x, terms.sum(dim=1), grad)
 
 
-def _task_signs(target: torch.Tensor, tasks: int, dtype, conditional: bool) -> torch.Tensor:
-    """``[B, K]`` signs: -1 for task k with ``y > k``, +1 with ``y <= k``; with ``conditional``
-    (CORN) 0 for the tasks ``k > y`` that do not see the sample."""
-    k = torch.arange(tasks, device=target.device)
-    y = target[:, None]
-    minus, plus = torch.tensor(-1.0, dtype=dtype, device=target.device), torch.tensor(1.0, dtype=dtype, device=target.device)
+def _task_tables(tasks: int, device, dtype, conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per label y (rows ``0..K``) and task k (columns): the sign (-1 where ``y > k``, +1 where
+    ``y <= k``) and, with ``conditional`` (CORN), the offset (0 where task k sees label y, i.e.
+    ``k <= y``; -inf, with sign 0, where it does not). Rows are picked per batch with one
+    ``index_select``: the tables depend on the label only."""
+    k = torch.arange(tasks, device=device)
+    y = torch.arange(tasks + 1, device=device)[:, None]
+    sign = torch.where(k < y, -1.0, 1.0).to(dtype)
     if not conditional:
-        return torch.where(k < y, minus, plus)
-    return torch.where(k < y, minus, torch.where(k == y, plus, torch.zeros((), dtype=dtype, device=target.device)))
+        return sign, None
+    unseen = k > y
+    return sign.masked_fill(unseen, 0.0), torch.zeros_like(sign).masked_fill(unseen, float("-inf"))
 
 
 def _check_head(cls, head: str | None) -> None:
@@ -246,10 +256,20 @@ class _HeadLoss(ClassificationLoss):
     task_kinds = ("ordinal", "multiclass")
     order_sensitive = True
     needs_head: str = ""
+    conditional = False
 
     def __init__(self, head: str | None = None, reduction: str = "mean"):
         super().__init__(reduction)
         _check_head(type(self), head)
+        self._tables: dict[tuple[torch.device, int, torch.dtype], tuple] = {}
+
+    def task_rows(self, target: torch.Tensor, tasks: int, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The sign (and CORN's offset) rows ``[B, K]`` of the targets (tables cached per K)."""
+        key = (target.device, tasks, dtype)
+        if key not in self._tables:
+            self._tables[key] = _task_tables(tasks, target.device, dtype, self.conditional)
+        sign, offset = self._tables[key]
+        return sign.index_select(0, target), (None if offset is None else offset.index_select(0, target))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -296,7 +316,8 @@ class CoralLoss(_HeadLoss):
                 raise ValueError(f"importance_weights has {len(self.importance_weights)} values; "
                                  f"the head has {s.shape[1]} tasks (C-1)")
             weights = torch.tensor(self.importance_weights, dtype=s.dtype, device=s.device)
-        per_sample = _binary_rows(s, _task_signs(target, s.shape[1], s.dtype, False), weights)
+        sign, _ = self.task_rows(target, s.shape[1], s.dtype)
+        per_sample = _binary_rows(s, sign, weights=weights)
         return reduce_loss(per_sample, self.reduction)
 
 
@@ -320,10 +341,12 @@ class CornLoss(_HeadLoss):
 
     needs_head = "corn"
     native_key = "cond_logits"
+    conditional = True
 
     def head_loss(self, c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # task k sees the samples with y > k-1, i.e. k <= y: min(y, C-2) + 1 tasks per sample
-        per_sample = _binary_rows(c, _task_signs(target, c.shape[1], c.dtype, True), masked=True)
+        sign, offset = self.task_rows(target, c.shape[1], c.dtype)
+        per_sample = _binary_rows(c, sign, offset)
         if self.reduction == "mean":
             pairs = (target.clamp(max=c.shape[1] - 1) + 1).sum().clamp_min(1)
             return per_sample.sum() / pairs
