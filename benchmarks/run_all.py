@@ -4,8 +4,8 @@
     python benchmarks/run_all.py --only startup,loss  # some sections
     python benchmarks/run_all.py --quick --out /tmp/B.md   # tiny sizes: checks that the code runs
 
-Sections: start-up, loss cost, metrics at scale, runner overhead (CPU; GPU too on CUDA), GPU
-path (CUDA only). Every figure is a ratio or a time measured side by side in this one run,
+Sections: start-up, loss cost, metrics at scale, runner overhead (CPU; GPU too on CUDA), own
+data (an image folder's epochs vs the same images in memory), GPU path (CUDA only). Every figure is a ratio or a time measured side by side in this one run,
 the median of at least 5 repeats, printed with the machine, torch version and commit. On a
 machine without CUDA the GPU rows say so; nothing is estimated. About 8 minutes alone on a
 2-core CPU at ~1,000 img/s (the runner-overhead pairs take 6 of them); longer when shared.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, Section, load_average, machine, table  # noqa: E402
 
-SECTIONS = ("startup", "loss", "metrics", "overhead", "gpu")
+SECTIONS = ("startup", "loss", "metrics", "overhead", "own_data", "gpu")
 
 GPU_COMMAND = "make bench    # or: .venv/bin/python benchmarks/run_all.py --only gpu,overhead,loss"
 NOT_MEASURED = f"""**Not measured in this session: this machine has no CUDA device.** Nothing in this file is
@@ -116,6 +116,12 @@ def main(argv=None) -> int:
             import overhead
 
             sections.append(overhead.run(args.repeats, args.quick, gpu=gpu))
+        elif name == "own_data":
+            import own_data
+
+            sections.append(own_data.run(args.repeats, args.quick))
+            if gpu:
+                sections.append(own_data.run(args.repeats, args.quick, gpu=True))
         elif name == "gpu" and gpu:
             import gpu as gpu_bench
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from softloss_cli.progress import step
+
 
 def cache_key(name: str, version: int, params: dict) -> str:
     """File stem ``<name>-<10 hex digits>`` for these parameters (order of keys does not matter)."""
@@ -43,13 +45,15 @@ def cached_arrays(
     arrays = _load(path)
     if arrays is not None:
         return arrays
-    arrays = generate()
+    sizes = ", ".join(f"{k[:-5]} {v:,}" for k, v in params.items() if k.endswith("_size") and isinstance(v, int))
+    with step(f"generating {name} ({sizes or 'first use'}), cached in {Path(data_root)}"):
+        arrays = generate()
     manifest = {"generator": name, "version": version, "params": params, "arrays": sorted(arrays)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The .npz is the cache hit test, so it is written last: a reader never sees it without its manifest.
-        _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(manifest, indent=2).encode()))
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         warnings.warn(f"could not cache {name} data under {data_root}: {e}", stacklevel=2)
     return arrays
@@ -65,7 +69,7 @@ def _load(path: Path) -> dict[str, np.ndarray] | None:
         return None  # unreadable (e.g. a disk filled mid-copy): regenerate and overwrite
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
+def atomic_write(path: Path, write: Callable) -> None:
     """Write through a temporary file in the same folder, then rename (concurrent runs stay safe)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -3,8 +3,10 @@ then evaluate the best checkpoint on val and test and write the run's files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -18,13 +20,13 @@ from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
+from softloss_cli.progress import mirror_warnings, quiet
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed
 from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
-from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
+from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger, resolved_yaml
 from softloss_cli.train.precision import Precision, resolve_precision
-
-DEFAULT_MONITOR = {"multiclass": "val/accuracy", "ordinal": "val/accuracy", "multilabel": "val/map"}
+from softloss_cli.train.run_notes import announce_data, complete_task_record, resolve_monitor
 
 
 def build_setup(cfg: DictConfig, device: torch.device):
@@ -115,6 +117,7 @@ def check_run_values(cfg: DictConfig) -> None:
 
 def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as ``cfg`` says, in ``run_dir``; return the final metrics (also in metrics.json)."""
+    mirror_warnings()  # train.log holds what the terminal showed, warnings included
     check_run_values(cfg)
     t = cfg.trainer
     if t.get("threads"):
@@ -128,7 +131,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not t.get("deterministic", False)
     ckpt.seed_everything(cfg.seed)
-    data, loss_fn, model = build_setup(cfg, device)
+    with contextlib.nullcontext() if dist.is_main and t.progress != "none" else quiet():
+        data, loss_fn, model = build_setup(cfg, device)
     if getattr(loss_fn, "clip_advice", None) and not cfg.trainer.grad_clip:
         import warnings
 
@@ -148,7 +152,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     optimizer = instantiate(cfg.optim, params=model.parameters())
     steps_per_epoch = len(train_loader)
     scheduler = instantiate(cfg.sched, optimizer=optimizer, total_steps=t.epochs * steps_per_epoch)
-    monitor = DEFAULT_MONITOR.get(task.eval_kind, "val/accuracy") if t.monitor == "auto" else t.monitor
+    monitor = resolve_monitor(t.monitor, task)
+    if dist.is_main:
+        announce_data(data, run_dir, monitor, t.monitor)
 
     ckpt_dir = run_dir / "checkpoints"
     # What .hydra/ held when this run started (before a resume, the first run's files).
@@ -178,9 +184,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if backend:
         train_model = torch.compile(train_model, backend=backend)
 
-    config_yaml = OmegaConf.to_yaml(cfg)  # once: TensorBoard's config text and every last.pt
+    config_yaml = OmegaConf.to_yaml(cfg)  # once: every last.pt (TensorBoard shows it resolved)
     if dist.is_main:
-        logger = RunLogger(run_dir, config_yaml, resume_step=step if t.resume else None, start_epoch=start_epoch,
+        logger = RunLogger(run_dir, resolved_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch,
                            data_name=cfg.data.name)
     else:
         logger = distributed.NullLogger()
@@ -266,6 +272,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         metrics, outputs = final_evaluation(cfg, data, model, loss_fn, precision, run_dir, channels_last, device,
                                             dist=dist, val_cache=val_cache.get(which))
         logger.finish(cfg, metrics, outputs, data.task, step)
+        if dist.is_main:
+            complete_task_record(run_dir, data, loss_fn, outputs, monitor)
         dist.close()
         return metrics
     finally:
@@ -318,7 +326,8 @@ def final_evaluation(cfg, data, model, loss_fn, precision, run_dir: Path, channe
         metrics.update(partial_train_metrics(cfg, data, model, loss_fn, precision, channels_last, device,
                                              run_dir / "checkpoints" / "last.pt", which, dist))
     if dist.is_main:
-        write_predictions(run_dir / "predictions", {"val": val_out, "test": test_out})
+        write_predictions(run_dir / "predictions", {"val": val_out, "test": test_out},
+                          {s: getattr(data.split(s), "paths", None) for s in ("val", "test")})
         tmp = run_dir / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         tmp.replace(run_dir / "metrics.json")
@@ -340,11 +349,15 @@ def partial_train_metrics(cfg, data, model, loss_fn, precision, channels_last, d
     return {f"train/{k}": v for k, v in compute_metrics(train_out, data.task, kind="partial").items()}
 
 
-def write_predictions(folder: Path, outputs: dict) -> None:
+def write_predictions(folder: Path, outputs: dict, paths: dict | None = None) -> None:
     """``{split}.npz`` with ``logits`` (float32 [N, C], as seen by the loss's activation),
-    ``targets``, and every auxiliary output (``aux_logits``...) under its own name."""
+    ``targets``, every auxiliary output (``aux_logits``...) under its own name, and, for
+    datasets of image files, ``paths`` (the file of each row: ``softloss predict`` maps back)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, out in outputs.items():
         arrays = {"logits": out.logits.numpy().astype(np.float32), "targets": out.targets.numpy()}
         arrays.update({k: v.numpy() for k, v in out.aux.items()})
+        files = (paths or {}).get(split)
+        if files is not None and len(files) == len(out.logits):
+            arrays["paths"] = np.array([os.path.abspath(f) for f in files])
         np.savez_compressed(folder / f"{split}.npz", **arrays)
