@@ -186,7 +186,9 @@ def _assert_one_set_of_outputs(run_dir: Path, epochs: int, launches: int = 1) ->
     files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts)
     # One TensorBoard events file per launch (rank 0's; a resumed run adds its own file).
     assert len([f for f in files if f.startswith("tb/")]) == launches, files
-    assert [f for f in files if f.startswith("checkpoints/")] == ["checkpoints/best.pt", "checkpoints/last.pt"]
+    # last.prev.pt: the checkpoint last.pt replaced, kept (train/checkpoint.py)
+    assert [f for f in files if f.startswith("checkpoints/")] == ["checkpoints/best.pt", "checkpoints/last.prev.pt",
+                                                                  "checkpoints/last.pt"]
     assert [f for f in files if f.startswith("predictions/")] == ["predictions/test.npz", "predictions/val.npz"]
     assert not [f for f in files if f.endswith(".tmp")], files
     history = [json.loads(x) for x in (run_dir / "history.jsonl").read_text().splitlines() if x.strip()]

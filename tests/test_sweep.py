@@ -59,39 +59,34 @@ def test_summarize_sweep_orders_jobs_and_explains_missing_outcomes(tmp_path):
     _job(tmp_path / "2", ["seed=2"], None)
     summary = sweep.summarize_sweep(tmp_path)
     assert [j["job"] for j in summary["jobs"]] == ["2", "9", "10"]
-    assert summary["counts"] == {"failed": 1, "running": 1, "ok": 1}
+    # a "running" job whose record names no live process ended without a word: killed
+    assert summary["counts"] == {"failed": 1, "killed": 1, "ok": 1}
     by_job = {j["job"]: j for j in summary["jobs"]}
     assert by_job["2"]["reason"] == "no status.json (the job never started)"
-    assert "without recording an outcome" in by_job["9"]["reason"]
+    assert "without recording an outcome (killed by a signal, or out of memory)" in by_job["9"]["reason"]
     assert by_job["10"]["overrides"] == ["seed=10"] and by_job["10"]["wall_s"] == 2.0
 
 
-def test_summarize_sweep_finds_nested_jobs_and_skips_a_previous_sweeps_leftovers(tmp_path):
-    import os
-    import time
-
-    _job(tmp_path / "old", ["seed=7"], {"status": "ok"})
-    past = time.time() - 3600
-    os.utime(tmp_path / "old" / ".hydra" / "overrides.yaml", (past, past))
-    since = time.time()
+def test_summarize_sweep_finds_nested_jobs_and_skips_moved_aside_runs(tmp_path):
+    _job(tmp_path / ".overwritten" / "2026-01-01_00-00-00" / "0", ["seed=7"], {"status": "ok"})
     _job(tmp_path / "ce" / "10", ["loss=ce", "seed=10"], {"status": "ok"})
     _job(tmp_path / "ce" / "2", ["loss=ce", "seed=2"], {"status": "failed", "reason": "boom"})
+    _job(tmp_path / "ce" / "2" / ".overwritten" / "x", ["loss=ce", "seed=2"], {"status": "failed"})
     everything = sweep.summarize_sweep(tmp_path)
-    assert [j["job"] for j in everything["jobs"]] == ["ce/2", "ce/10", "old"]
-    this_sweep = sweep.summarize_sweep(tmp_path, since=since)
-    assert [j["job"] for j in this_sweep["jobs"]] == ["ce/2", "ce/10"]
-    assert this_sweep["counts"] == {"failed": 1, "ok": 1}
+    assert [j["job"] for j in everything["jobs"]] == ["ce/2", "ce/10"]
+    assert everything["counts"] == {"failed": 1, "ok": 1}
+    planned = sweep.summarize_sweep(tmp_path, planned=[["loss=ce", "seed=0"]])
+    assert planned["jobs"][0]["job"] == "0" and planned["jobs"][0]["status"] == "not run"
 
 
 def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys):
     """A joblib worker killed by the OS raises in the launching process and Hydra skips the
     end-of-sweep callback: the CLI still records the jobs that ran, then fails in one line."""
-    import time
 
     from softloss_cli.runs import job as experiment
 
     def launcher_dies():
-        sweep.CURRENT_SWEEP.update(dir=tmp_path, overrides=["seed=0,1"], since=time.time() - 1)
+        sweep.CURRENT_SWEEP.update(dir=tmp_path, overrides=["seed=0,1"])
         _job(tmp_path / "0", ["seed=0"], {"status": "ok"})
         _job(tmp_path / "1", ["seed=1"], {"status": "running"})
         raise RuntimeError("A worker process managed by the executor was unexpectedly terminated.")
@@ -103,8 +98,9 @@ def test_a_launcher_error_still_writes_sweep_json(monkeypatch, tmp_path, capsys)
     assert err.strip().startswith("softloss: error: RuntimeError: A worker process managed by the executor")
     summary = json.loads((tmp_path / "sweep.json").read_text())
     assert summary["stopped"].startswith("RuntimeError: A worker process")
-    assert summary["counts"] == {"ok": 1, "running": 1}
-    assert "killed, or out of memory?" in summary["jobs"][1]["reason"]
+    assert summary["counts"] == {"ok": 1, "killed": 1}
+    assert "killed by a signal, or out of memory" in summary["jobs"][1]["reason"]
+    assert read_status(tmp_path / "1")["status"] == "killed"  # recorded in the job's own status.json too
     assert "sweep: 1/2 jobs ok" in out and sweep.CURRENT_SWEEP == {}
 
 

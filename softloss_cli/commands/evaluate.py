@@ -163,7 +163,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] | None = None, checkpoint: 
     which = checkpoint or cfg.get("eval", {}).get("checkpoint", "best")
     path = run_dir / "checkpoints" / f"{which}.pt"
     if not path.is_file():
-        present = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+        present = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt") if p.stem in ("best", "last"))
         raise SoftlossError(f"{path} does not exist" + (f"; this run has: {', '.join(present)}" if present else
                                                          " (the run stopped before its first checkpoint)"))
     # Imported once the arguments are known to be good: bad input answers without torch's start-up.
@@ -180,13 +180,18 @@ def evaluate_run(run_dir: Path, overrides: list[str] | None = None, checkpoint: 
         torch.set_num_threads(int(threads))
     device = resolve_device(t.device)
     precision = Precision(resolve_precision(t.precision, device), device)
+    try:  # verified before any work: a damaged checkpoint is never loaded into a model
+        state = ckpt.load(path, map_location=device)
+    except ckpt.CheckpointError as exc:
+        other = "last" if which == "best" else "best"
+        raise ckpt.corrupt_with_alternative(exc, [(path.with_name(f"{other}.pt"),
+                                                   f"softloss eval {run_dir} --checkpoint {other}")]) from None
     ckpt.seed_everything(cfg.seed)
     data, loss_fn, model = build_setup(cfg, device)
     task = data.task
     channels_last = (t.channels_last == "auto" and device.type == "cuda" and len(data.input_shape) == 3) or t.channels_last is True
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    state = ckpt.load(path, map_location=device)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

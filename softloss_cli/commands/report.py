@@ -28,6 +28,7 @@ from pathlib import Path
 
 from softloss_cli.config.argparsing import command_parser
 from softloss_cli.errors import SoftlossError
+from softloss_cli.runs.ownership import ASIDE_NAME
 from softloss_cli.tasks import headline_metrics, infer_kind
 
 #: metrics a split other than the report's split is the only source of (scored on train).
@@ -161,7 +162,7 @@ def find_run_dirs(paths) -> list[Path]:
         for marker in ("status.json", "metrics.json", ".hydra/overrides.yaml"):
             for hit in root.rglob(marker):
                 run = hit.parent.parent if marker.startswith(".hydra") else hit.parent
-                if ".hydra" not in run.parts:
+                if ".hydra" not in run.parts and ASIDE_NAME not in run.relative_to(root).parts:  # not moved-aside runs
                     candidates.append(run)
         for run in sorted(set(candidates), key=_natural_key):
             found[run.resolve()] = None

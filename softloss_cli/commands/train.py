@@ -1,5 +1,7 @@
 """``softloss train``: check the group choices, warn about sweep jobs that cannot be
-composed, then hand the arguments to Hydra (``runs/job.py``)."""
+composed, settle the run or sweep directory (a unique name, the sweep's lock, an earlier
+sweep refused, resumed or moved aside: ``runs/launch_dir.py``), then hand the arguments to
+Hydra (``runs/job.py``)."""
 
 from __future__ import annotations
 
@@ -14,18 +16,21 @@ def main(args: list[str]) -> int:
     # Hydra re-raises instead of printing its own trace; _run_guarded turns it into one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     from softloss_cli.runs import job, sweep
+    from softloss_cli.runs.launch_dir import prepare
 
-    if is_plain_multirun(args):
+    multirun = is_plain_multirun(args)
+    if multirun:
         import warnings
 
         from softloss_cli.runs.sweep_plan import check_sweep_jobs
 
         for message in check_sweep_jobs([a for a in args if not a.startswith("-")]):
             warnings.warn(message, stacklevel=1)
+    launch = prepare(args, multirun)
     sweep.LAST_SWEEP.clear()
     sweep.CURRENT_SWEEP.clear()
     saved = sys.argv
-    sys.argv = ["softloss train", *args]
+    sys.argv = ["softloss train", *launch.args]
     try:
         job.train()
     except BaseException as exc:
@@ -35,6 +40,7 @@ def main(args: list[str]) -> int:
         raise
     finally:
         sys.argv = saved
+        launch.close()
     return 1 if sweep.LAST_SWEEP.get("failed") else 0
 
 

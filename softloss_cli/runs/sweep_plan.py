@@ -28,7 +28,7 @@ _OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweep
 _MISSING = object()
 
 
-def _first_values(overrides: list[str]) -> list[str]:
+def first_values(overrides: list[str]) -> list[str]:
     """The overrides with each enumerable sweep at its first value and search spaces left out."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -59,12 +59,19 @@ def planned_jobs(overrides: list[str], cfg=None) -> list[list[str]] | None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = cfg if cfg is not None else _compose(_first_values(overrides))
+    cfg = cfg if cfg is not None else _compose(first_values(overrides))
     if cfg.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
         return None
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params + overrides), None)
     return [list(job) for batch in batches for job in batch]
+
+
+def default_job_names(cfg) -> bool:
+    """Whether the sweep names its jobs ``0``, ``1``... (``hydra.sweep.subdir`` as shipped)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
 
 
 def check_search_space(cfg) -> None:
@@ -97,7 +104,7 @@ def check_sweep_jobs(overrides: list[str]) -> list[str]:
 
     from softloss_cli.config.catalog import CONFIG_DIR
 
-    first = _first_values(overrides)
+    first = first_values(overrides)
     try:
         cfg = _compose(first)
     except Exception as exc:  # noqa: BLE001 - the sweep's first values do not compose: nothing more to plan

@@ -23,16 +23,22 @@ from softloss_cli.metrics import compute_metrics, lower_is_better
 from softloss_cli.progress import mirror_warnings, quiet
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed
+from softloss_cli.train.divergence import check_divergence
 from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
 from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger, resolved_yaml
 from softloss_cli.train.precision import Precision, resolve_precision
+from softloss_cli.train.preemption import Preempted, PreemptionGuard
 from softloss_cli.train.run_notes import announce_data, complete_task_record, resolve_monitor
 
 
 def build_setup(cfg: DictConfig, device: torch.device):
     """Data, loss and model from the config, checked against each other (no training)."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data = build_data(data_cfg, cfg.paths.data_root)
+    try:
+        data = build_data(data_cfg, cfg.paths.data_root)
+    except MemoryError:
+        sizes = ", ".join(f"data.{k}={v}" for k, v in data_cfg.items() if str(k).endswith("_size"))
+        raise SoftlossError(f"data={data_cfg['name']} does not fit in memory ({sizes}); reduce its sizes") from None
     loss_fn = instantiate(cfg.loss)
     check_loss_task(loss_fn, data.task, data_cfg["name"], cfg.model.get("heads", "one"))
     check_head(loss_fn, data.task, data_cfg["name"], cfg.model.get("head", "linear"))
@@ -115,8 +121,16 @@ def check_run_values(cfg: DictConfig) -> None:
         raise SoftlossError(f"trainer.grad_clip must be null or a number > 0, got {clip!r}")
 
 
-def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Train as ``cfg`` says, in ``run_dir``; return the final metrics (also in metrics.json)."""
+def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | None = None) -> dict[str, float]:
+    """Train as ``cfg`` says, in ``run_dir``; return the final metrics (also in metrics.json).
+
+    Everything that can refuse the run (config values, data, model, the checkpoint to resume
+    and its config, the monitored metric) is checked before ``on_start()`` is called and before
+    the first file is written: a refused run changes nothing. SIGTERM/SIGUSR1 save a checkpoint
+    at the next step boundary and raise ``Preempted`` while ``guard`` (a ``PreemptionGuard``
+    entered by the caller) is active.
+    """
+    guard = guard if guard is not None else PreemptionGuard()  # not entered: never requested
     mirror_warnings()  # train.log holds what the terminal showed, warnings included
     check_run_values(cfg)
     t = cfg.trainer
@@ -153,19 +167,14 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     steps_per_epoch = len(train_loader)
     scheduler = instantiate(cfg.sched, optimizer=optimizer, total_steps=t.epochs * steps_per_epoch)
     monitor = resolve_monitor(t.monitor, task)
-    if dist.is_main:
-        announce_data(data, run_dir, monitor, t.monitor)
 
     ckpt_dir = run_dir / "checkpoints"
-    # What .hydra/ held when this run started (before a resume, the first run's files).
-    run_files = ckpt.run_files(run_dir)
     start_epoch, step, best = 0, 0, None
+    in_epoch, first_loss = {}, None  # where a preempted epoch stopped; the divergence check's reference
     val_cache = {}  # the val (metrics, outputs) of best.pt and last.pt, if computed here: not computed twice
     if t.resume:
-        if not (ckpt_dir / "last.pt").exists():
-            raise SoftlossError(f"trainer.resume=true but {ckpt_dir / 'last.pt'} does not exist; pass hydra.run.dir=<the run to resume>")
-        state = ckpt.load(ckpt_dir / "last.pt", map_location=device)
-        _check_resume_config(state, cfg, run_dir, dist)
+        state = ckpt.load_for_resume(ckpt_dir / "last.pt", map_location=device)
+        _check_resume_config(state, cfg, run_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -175,6 +184,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         ranks = state.get("rng_ranks", [])
         ckpt.set_rng_state(ranks[dist.rank] if len(ranks) == dist.world_size else state["rng"])
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        first_loss, in_epoch = state.get("first_loss"), state.get("in_epoch", {})
+        if in_epoch:  # a mid-epoch (preemption) checkpoint: the rest of that epoch comes first
+            start_epoch = state["epoch"]
     elif dist.rank:
         torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)  # own dropout/noise draws; DDP syncs the weights
     # DDP trains through a wrapper; compiled after loading weights (as timm does), around the DDP
@@ -184,6 +196,12 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if backend:
         train_model = torch.compile(train_model, backend=backend)
 
+    if t.monitor != "auto":  # a name the task will not produce: refused now, not after the first epoch
+        check_monitor(monitor, evaluate(model, val_loader, loss_fn, precision, "val", task, channels_last, dist=dist)[0])
+    if on_start is not None:
+        on_start()
+    if dist.is_main:  # the first lines of train.log: written once the run may start
+        announce_data(data, run_dir, monitor, t.monitor)
     config_yaml = OmegaConf.to_yaml(cfg)  # once: every last.pt (TensorBoard shows it resolved)
     if dist.is_main:
         logger = RunLogger(run_dir, resolved_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch,
@@ -192,6 +210,27 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         logger = distributed.NullLogger()
     progress = Progress(t.progress if dist.is_main else "none")
     log_every = max(1, int(t.log_every))
+
+    def training_state(epoch: int, position: dict | None = None) -> dict:
+        """Everything a resume needs; ``position``: where in ``epoch`` a preempted run stopped."""
+        rng = dist.all_objects(ckpt.rng_state())  # every rank's generators: a resumed run draws on as before
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": precision.scaler.state_dict(), "loss": loss_fn.state_dict(), "rng": rng[0],
+            "epoch": epoch, "step": step, "best": best, "monitor": monitor, "first_loss": first_loss,
+            **({"rng_ranks": rng} if dist.distributed else {}), **({"in_epoch": position} if position else {}),
+            "config": config_yaml,
+        }
+
+    def preempted(epoch: int, position: dict | None = None) -> Preempted:
+        """Save where training stands (rank 0 writes) and say so."""
+        state = training_state(epoch, position)
+        if dist.is_main:
+            ckpt.save_atomic(state, ckpt_dir / "last.pt", keep_previous=True)
+        where = f"epoch {epoch + 1}, step {step}" + (f" ({position['batches']}/{steps_per_epoch} of the epoch)" if position else "")
+        return Preempted(f"preempted by {guard.name()} at {where}; checkpoint saved to {ckpt_dir / 'last.pt'}; "
+                         f"continue with trainer.resume=true", guard.signum, epoch, step, guard.previous_handler())
+
     try:
         for epoch in range(start_epoch, t.epochs):
             loss_fn.on_epoch_start(epoch, t.epochs)
@@ -204,7 +243,13 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             loss_sum = torch.zeros((), device=device)
             window_sum, window_n = torch.zeros((), device=device), 0
             nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+            skip, stop = (in_epoch.get("batches", 0) if epoch == start_epoch else 0), False
+            if skip:  # the sums of the preempted epoch's first batches, as they stood
+                loss_sum, window_sum = in_epoch["loss_sum"].to(device), in_epoch["window_sum"].to(device)
+                window_n, seen = in_epoch["window_n"], in_epoch["seen"]
             for i, batch in enumerate(train_loader):
+                if i < skip:  # drawn (order, augmentation) but already trained on before the preemption
+                    continue
                 x = batch.inputs.contiguous(memory_format=torch.channels_last) if channels_last else batch.inputs
                 with precision.autocast():
                     out = as_outputs(train_model(x))
@@ -226,8 +271,12 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 window_n += 1
                 # The only host syncs of the step loop: every log_every steps and at the epoch's end;
                 # under DDP one all-reduce there, so that all ranks see the same loss and stop together.
+                stop = guard.requested and not dist.distributed  # under DDP: agreed on at the next sync below
                 if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
-                    window_loss, diverged = dist.mean(torch.stack([window_sum / window_n, nonfinite.float()])).tolist()
+                    flags = torch.stack([window_sum / window_n, nonfinite.float(),
+                                         torch.tensor(float(guard.requested), device=device)])
+                    window_loss, diverged, stop_any = dist.mean(flags).tolist()
+                    stop = stop or stop_any > 0
                     if diverged:
                         raise DivergedError(
                             f"non-finite loss at epoch {epoch + 1}, step {step}; the last good checkpoint is "
@@ -238,6 +287,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                     progress.update(i + 1, window_loss, seen * dist.world_size / (time.perf_counter() - epoch_t0))
                     window_sum.zero_()
                     window_n = 0
+                if stop and i + 1 < steps_per_epoch:
+                    raise preempted(epoch, {"batches": i + 1, "loss_sum": loss_sum, "window_sum": window_sum,
+                                            "window_n": window_n, "seen": seen})
 
             train_loss = dist.mean(loss_sum / steps_per_epoch).item()
             dist.sync_buffers(model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
@@ -246,26 +298,24 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             images_per_s = seen * dist.world_size / epoch_time
             values = {"train/epoch_loss": train_loss, "train/images_per_s": images_per_s, **val_metrics}
             logger.epoch(epoch, step, values)
-            if monitor not in val_metrics:
-                raise SoftlossError(f"trainer.monitor={monitor} is not a validation metric; choose one of: {', '.join(sorted(val_metrics))}")
+            check_monitor(monitor, val_metrics)
+            first_loss = check_divergence(values, first_loss, epoch, t.get("diverge_factor"), t.get("diverge_limit"),
+                                          str(ckpt_dir / "best.pt") if best is not None else "none (first epoch)")
             improved = is_improvement(val_metrics[monitor], best, monitor)
             val_cache["last"] = (val_metrics, val_out)
             if improved:
                 best = val_metrics[monitor]
                 val_cache["best"] = val_cache["last"]
-            rng = dist.all_objects(ckpt.rng_state())  # every rank's generators: a resumed run draws on as before
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": precision.scaler.state_dict(), "loss": loss_fn.state_dict(), "rng": rng[0],
-                "epoch": epoch, "step": step,
-                "best": best, "monitor": monitor, **({"rng_ranks": rng} if dist.distributed else {}),
-                "config": config_yaml, "run_files": run_files,
-            }
+            state = training_state(epoch)
             if dist.is_main:
                 if improved:
                     ckpt.save_atomic({"model": state["model"], "epoch": epoch, "monitor": monitor, "best": best}, ckpt_dir / "best.pt")
-                ckpt.save_atomic(state, ckpt_dir / "last.pt")
+                ckpt.save_atomic(state, ckpt_dir / "last.pt", keep_previous=True)
             progress.end_epoch({"loss": train_loss, monitor: val_metrics[monitor], "img/s": images_per_s})
+            if (stop or guard.requested) and epoch + 1 < t.epochs:  # last.pt is this epoch's end: nothing more to save
+                raise Preempted(f"preempted by {guard.name()} at the end of epoch {epoch + 1}, step {step}; checkpoint "
+                                f"saved to {ckpt_dir / 'last.pt'}; continue with trainer.resume=true", guard.signum,
+                                epoch, step, guard.previous_handler())
 
         dist.barrier()  # rank 0 has written the checkpoints the final evaluation reads
         which = cfg.get("eval", {}).get("checkpoint", "best")
@@ -280,18 +330,22 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         logger.close()
 
 
-def _check_resume_config(state: dict, cfg: DictConfig, run_dir: Path, dist) -> None:
+def check_monitor(monitor: str, val_metrics: dict[str, float]) -> None:
+    """``trainer.monitor`` must name one of the validation metrics the run produces."""
+    if monitor not in val_metrics:
+        raise SoftlossError(f"trainer.monitor={monitor} is not a validation metric of this run; choose one of: "
+                            f"{', '.join(sorted(val_metrics))}")
+
+
+def _check_resume_config(state: dict, cfg: DictConfig, run_dir: Path) -> None:
     """Refuse to resume with another config than the run's (other data, loss, lr...): the
-    weights would train on silently under other settings, or fail to load. Hydra has
-    already overwritten ``.hydra/``: put the run's own files back before refusing."""
+    weights would train on silently under other settings, or fail to load. Checked before
+    anything is written (softloss writes ``.hydra/`` itself, once the run may start)."""
     if "config" not in state:  # an older checkpoint: nothing to compare with
         return
     differ = ckpt.config_differences(state["config"], cfg)
     if not differ:
         return
-    if dist.is_main:
-        for name, text in state.get("run_files", {}).items():
-            (run_dir / ".hydra" / name).write_text(text)
     shown = "; ".join(differ[:3]) + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
     raise SoftlossError(f"trainer.resume=true with another config than the run's ({shown}); resume with the "
                         f"run's overrides ({run_dir / '.hydra' / 'overrides.yaml'}) plus trainer.resume=true "
