@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, needs_grad, with_grad
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss
 
 __all__ = [
     "NegatedCrossEntropyLoss",
@@ -81,34 +81,39 @@ def negative_log_complement(
     return lse - torch.logsumexp(logits.masked_fill(forbidden, float("-inf")), dim=-1)
 
 
-def _nl_rows(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, neg_weight: float):
-    """NL per row: ``-log p_l`` where ``positive``, else ``w * -log(1 - p_l)``, with its gradient.
+def nl_rows(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, neg_weight: float, want_grad: bool = True,
+            all_rows: bool | None = None):
+    """NL per row: ``-log p_l`` where ``positive``, else ``w * -log(1 - p_l)``, and its gradient.
 
-    ``z [B, C]``, ``label [B]``, ``positive [B]`` bool. Returns ``(total [B] with gradient,
-    ce [B], neg [B])`` (the last two detached). ``log(1 - p_l)`` comes from
-    ``base.log1m_softmax_at`` (exact for any logits). Gradient: positive rows ``p - onehot``;
-    negative rows ``w * (p_l * onehot - p_l p_k / (1 - p_l) for k != l)``.
+    ``z [B, C]`` detached, ``label [B]``, ``positive [B]`` bool. Returns ``(total [B], grad [B, C]
+    or None, ce [B], neg [B])``. ``log(1 - p_l)`` comes from ``base.log1m_softmax_at`` (exact for
+    any logits; ``all_rows`` as there). Gradient: positive rows ``p - onehot``; negative rows
+    ``w * (p_l * onehot - p_l p_k / (1 - p_l) for k != l)``.
     """
-    zd = z.detach()
     idx = label[:, None]
-    log_p = torch.log_softmax(zd, dim=1)
+    log_p = torch.log_softmax(z, dim=1)
     ce = -log_p.gather(1, idx).squeeze(1)
     p = log_p.exp()
-    log1m, rest, need, rows, v = log1m_softmax_at(log_p, p, label)
+    log1m, rest, need, rows, v = log1m_softmax_at(log_p, p, label, all_rows)
     neg = -log1m
     total = torch.where(positive, ce, neg_weight * neg)
     grad = None
-    if needs_grad(z):
+    if want_grad:
         p_l = p.gather(1, idx).squeeze(1)
-        scale = torch.where(positive, torch.ones_like(ce),
-                            -neg_weight * p_l / rest.clamp_min(torch.finfo(p.dtype).tiny))
-        grad = p.mul_(scale[:, None])
-        if v is not None:  # negative rows whose 1 - p_l underflowed: p_k / (1 - p_l) from the log domain
-            fixed = v.mul_((-neg_weight * p_l).index_select(0, rows)[:, None])
-            keep = (need & ~positive).index_select(0, rows)[:, None]
-            grad.index_copy_(0, rows, torch.where(keep, fixed, grad.index_select(0, rows)))
+        pos_scale = positive.to(p.dtype)
+        wp_l = -neg_weight * p_l
+        if rows is None and v is not None:  # every row: p_k / (1 - p_l) from the log domain where 1 - p_l underflowed
+            ratio = torch.where(need[:, None], v, p / rest.clamp_min(torch.finfo(p.dtype).tiny)[:, None])
+            grad = torch.where(positive[:, None], p, ratio * wp_l[:, None])
+        else:
+            scale = torch.where(positive, pos_scale, wp_l / rest.clamp_min(torch.finfo(p.dtype).tiny))
+            grad = p.mul_(scale[:, None])
+            if v is not None:  # negative rows whose 1 - p_l underflowed, from the log domain
+                fixed = v.mul_(wp_l.index_select(0, rows)[:, None])
+                keep = (need & ~positive).index_select(0, rows)[:, None]
+                grad.index_copy_(0, rows, torch.where(keep, fixed, grad.index_select(0, rows)))
         grad.scatter_(1, idx, torch.where(positive, p_l - 1.0, neg_weight * p_l)[:, None])
-    return with_grad(z, total, grad), ce, neg
+    return total, grad, ce, neg
 
 
 class PartialLoss(SoftmaxLoss):
@@ -211,7 +216,7 @@ class NegativeLearningLoss(PartialLoss):
         return negative_log_complement(logits, label, lse)
 
     def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-        total, ce, neg = _nl_rows(logits, label, positive, self.neg_weight)
+        total, ce, neg = row_loss(nl_rows, logits, label, positive, self.neg_weight)
         self._terms = (positive, ce, neg)
         return total
 

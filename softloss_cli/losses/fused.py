@@ -1,0 +1,144 @@
+"""The fused path of the losses: each loss's per-row function, compiled into few kernels.
+
+Every loss here computes its per-sample values and their gradient in closed form in one
+pure function of detached tensors (``rows(z, ...) -> (values [B], grad [B, C] | None, ...)``,
+see ``base.RowLossWithGrad``). Run eagerly, such a function is a chain of tensor ops, one
+pass over ``B x C`` each (and one kernel launch each on a GPU). ``call(fn, *args)`` runs it
+through ``torch.compile`` instead: inductor fuses the chain into a few loops that read the
+logits once (C++/OpenMP on the CPU, Triton kernels on CUDA), which is what makes the losses
+cost about what ``F.cross_entropy`` costs (benchmarks/loss_cost.py).
+
+When the fused path runs (``mode``, settable with ``set_mode`` / ``mode_as`` or the
+environment variable ``SOFTLOSS_FUSED``):
+
+- ``'auto'`` (default): on CUDA when Triton is importable; on the CPU when a C++ compiler is
+  on the PATH and the logits hold at least ``CPU_MIN_ELEMENTS`` entries (below that the eager
+  chain costs well under a millisecond, and a first compile costs seconds); never while
+  ``torch.compile`` is already tracing (``trainer.compile=true`` compiles the eager
+  formulation together with the model). A compile that fails falls back to the eager function,
+  with one warning, for the rest of the process.
+- ``'on'``: always (errors propagate: the tests use it to check the fused path itself).
+- ``'off'``: never.
+
+Both paths run the same function, so they agree to float rounding (tests/test_losses_fused.py).
+Each compiled function is compiled once per process (and per static argument); shapes are
+dynamic after the first recompilation, so a new batch size or class count does not compile
+again. Compiled code is cached on disk by inductor across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["CPU_MIN_ELEMENTS", "MODES", "available", "call", "get_mode", "mode_as", "set_mode", "wants_fused"]
+
+MODES = ("auto", "on", "off")
+#: on the CPU, ``'auto'`` fuses logits of at least this many entries (B = 4096 at C = 16).
+CPU_MIN_ELEMENTS = 1 << 16
+
+_mode = os.environ.get("SOFTLOSS_FUSED", "auto")
+if _mode not in MODES:  # a typo in the environment must not break every loss
+    warnings.warn(f"SOFTLOSS_FUSED={_mode!r} is not one of {', '.join(MODES)}; using 'auto'", stacklevel=1)
+    _mode = "auto"
+_compiled: dict[Callable, Callable] = {}
+_broken: dict[Callable, str] = {}
+_available: dict[str, bool] = {}
+#: how many calls took each path, per function name (read by the tests and the benchmark).
+counts: dict[tuple[str, str], int] = {}
+
+
+def get_mode() -> str:
+    """The current mode: ``'auto'``, ``'on'`` or ``'off'``."""
+    return _mode
+
+
+def set_mode(mode: str) -> str:
+    """Set the mode for the process; returns the previous one. Raises ValueError for another value."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"fused mode must be one of {', '.join(MODES)}, got {mode!r}")
+    previous, _mode = _mode, mode
+    return previous
+
+
+@contextlib.contextmanager
+def mode_as(mode: str):
+    """``with mode_as('off'): ...`` runs the block in ``mode`` and restores the previous one."""
+    previous = set_mode(mode)
+    try:
+        yield
+    finally:
+        set_mode(previous)
+
+
+def available(device: torch.device) -> bool:
+    """Whether ``torch.compile`` can build kernels for ``device``: Triton for CUDA, a C++
+    compiler for the CPU (cached per device type)."""
+    kind = torch.device(device).type
+    if kind not in _available:
+        if kind == "cuda":
+            try:
+                from torch.utils._triton import has_triton
+
+                _available[kind] = bool(has_triton())
+            except ImportError:
+                _available[kind] = False
+        elif kind == "cpu":
+            _available[kind] = any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
+        else:
+            _available[kind] = False
+    return _available[kind]
+
+
+def wants_fused(z: torch.Tensor) -> bool:
+    """Whether ``call`` would run the compiled function on logits ``z`` in the current mode."""
+    if _mode == "off" or torch.compiler.is_compiling():
+        return False
+    if _mode == "on":
+        return True
+    if not available(z.device):
+        return False
+    return z.device.type == "cuda" or z.numel() >= CPU_MIN_ELEMENTS
+
+
+def _compiled_fn(fn: Callable) -> Callable:
+    compiled = _compiled.get(fn)
+    if compiled is None:
+        compiled = torch.compile(fn, dynamic=None)
+        _compiled[fn] = compiled
+    return compiled
+
+
+def call(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, compiled when ``wants_fused(args[0])``, else eager.
+
+    ``fn`` is a pure function of detached tensors (no autograd inside) whose first argument
+    is the ``[B, C]`` logits. In ``'auto'`` mode a compilation error makes ``fn`` run eagerly
+    from then on (one warning); an error of the eager call is the caller's and propagates.
+    """
+    name = getattr(fn, "__name__", "fn")
+    if wants_fused(args[0]) and fn not in _broken:
+        try:
+            with torch.no_grad():
+                out = _compiled_fn(fn)(*args, **kwargs)
+        except Exception as exc:
+            if _mode == "on":
+                raise
+            out = fn(*args, **kwargs)  # raises the caller's own error, if it is one
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            _broken[fn] = reason
+            warnings.warn(f"fused loss path unavailable for {name} ({type(exc).__name__}: {reason}); "
+                          "using the eager one", stacklevel=2)
+            counts[(name, "eager")] = counts.get((name, "eager"), 0) + 1
+            return out
+        counts[(name, "fused")] = counts.get((name, "fused"), 0) + 1
+        return out
+    counts[(name, "eager")] = counts.get((name, "eager"), 0) + 1
+    with torch.no_grad():
+        return fn(*args, **kwargs)
