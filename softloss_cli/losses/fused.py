@@ -12,16 +12,20 @@ When the fused path runs (``mode``, settable with ``set_mode`` / ``mode_as`` or 
 environment variable ``SOFTLOSS_FUSED``):
 
 - ``'auto'`` (default): on CUDA when Triton is importable; on the CPU when a C++ compiler is
-  on the PATH and the logits hold at least ``CPU_MIN_ELEMENTS`` entries (below that the eager
-  chain costs well under a millisecond, and a first compile costs seconds); never while
+  on the PATH, the logits hold at least ``CPU_MIN_ELEMENTS`` entries (below that the eager
+  chain costs well under a millisecond, and a first compile costs seconds) and the function is
+  not marked ``eager_on_cpu`` (its compiled CPU code measured slower); never while
   ``torch.compile`` is already tracing (``trainer.compile=true`` compiles the eager
   formulation together with the model). A compile that fails falls back to the eager function,
   with one warning, for the rest of the process.
 - ``'on'``: always (errors propagate: the tests use it to check the fused path itself).
 - ``'off'``: never.
 
-Both paths run the same function, so they agree to float rounding (tests/test_losses_fused.py).
-Each compiled function is compiled once per process (and per static argument); shapes are
+Both paths run the same function unless the family registers a compile-friendly variant of
+it (``@variant_of(eager_fn)``): the same values and gradient written with masks (``col ==
+label``) instead of ``scatter``/``index_select``, which inductor cannot fuse across, and with
+every row treated alike (no data-dependent subsets). Either way the two paths agree to float
+rounding (tests/test_losses_fused.py). Each compiled function is compiled once per process (and per static argument); shapes are
 dynamic after the first recompilation, so a new batch size or class count does not compile
 again. Compiled code is cached on disk by inductor across processes.
 """
@@ -36,7 +40,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["CPU_MIN_ELEMENTS", "MODES", "available", "call", "get_mode", "mode_as", "set_mode", "wants_fused"]
+__all__ = ["CPU_MIN_ELEMENTS", "MODES", "available", "call", "eager_on_cpu", "get_mode", "mode_as", "set_mode",
+           "variant_of", "wants_fused"]
 
 MODES = ("auto", "on", "off")
 #: on the CPU, ``'auto'`` fuses logits of at least this many entries (B = 4096 at C = 16).
@@ -49,6 +54,8 @@ if _mode not in MODES:  # a typo in the environment must not break every loss
 _compiled: dict[Callable, Callable] = {}
 _broken: dict[Callable, str] = {}
 _available: dict[str, bool] = {}
+_variants: dict[Callable, Callable] = {}
+_eager_cpu: set[Callable] = set()
 #: how many calls took each path, per function name (read by the tests and the benchmark).
 counts: dict[tuple[str, str], int] = {}
 
@@ -96,21 +103,43 @@ def available(device: torch.device) -> bool:
     return _available[kind]
 
 
-def wants_fused(z: torch.Tensor) -> bool:
-    """Whether ``call`` would run the compiled function on logits ``z`` in the current mode."""
+def wants_fused(z: torch.Tensor, fn: Callable | None = None) -> bool:
+    """Whether ``call`` would run the compiled ``fn`` on logits ``z`` in the current mode."""
     if _mode == "off" or torch.compiler.is_compiling():
         return False
     if _mode == "on":
         return True
     if not available(z.device):
         return False
-    return z.device.type == "cuda" or z.numel() >= CPU_MIN_ELEMENTS
+    if z.device.type == "cuda":
+        return True
+    return z.numel() >= CPU_MIN_ELEMENTS and fn not in _eager_cpu
+
+
+def variant_of(eager_fn: Callable) -> Callable:
+    """Decorator: the decorated function is what the fused path compiles in place of ``eager_fn``
+    (same arguments, same outputs up to rounding)."""
+
+    def register(fn: Callable) -> Callable:
+        _variants[eager_fn] = fn
+        return fn
+
+    return register
+
+
+def eager_on_cpu(fn: Callable) -> Callable:
+    """Decorator: in ``'auto'`` mode, run ``fn`` eagerly on the CPU (compiled on CUDA): for row
+    functions whose compiled CPU code measured slower than the eager chain (BENCHMARKS.md, loss
+    cost, eager column), e.g. those built on ``cumsum``, which inductor's C++ backend leaves to
+    ATen, splitting the fused loops around it."""
+    _eager_cpu.add(fn)
+    return fn
 
 
 def _compiled_fn(fn: Callable) -> Callable:
     compiled = _compiled.get(fn)
     if compiled is None:
-        compiled = torch.compile(fn, dynamic=None)
+        compiled = torch.compile(_variants.get(fn, fn), dynamic=None)
         _compiled[fn] = compiled
     return compiled
 
@@ -123,7 +152,7 @@ def call(fn: Callable, *args, **kwargs):
     from then on (one warning); an error of the eager call is the caller's and propagates.
     """
     name = getattr(fn, "__name__", "fn")
-    if wants_fused(args[0]) and fn not in _broken:
+    if wants_fused(args[0], fn) and fn not in _broken:
         try:
             with torch.no_grad():
                 out = _compiled_fn(fn)(*args, **kwargs)

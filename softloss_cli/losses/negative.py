@@ -29,7 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss
+from softloss_cli.losses import fused
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss, scaled_float
 
 __all__ = [
     "NegatedCrossEntropyLoss",
@@ -81,6 +82,7 @@ def negative_log_complement(
     return lse - torch.logsumexp(logits.masked_fill(forbidden, float("-inf")), dim=-1)
 
 
+@fused.eager_on_cpu
 def nl_rows(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, neg_weight: float, want_grad: bool = True,
             all_rows: bool | None = None):
     """NL per row: ``-log p_l`` where ``positive``, else ``w * -log(1 - p_l)``, and its gradient.
@@ -113,6 +115,35 @@ def nl_rows(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, neg_we
                 keep = (need & ~positive).index_select(0, rows)[:, None]
                 grad.index_copy_(0, rows, torch.where(keep, fixed, grad.index_select(0, rows)))
         grad.scatter_(1, idx, torch.where(positive, p_l - 1.0, neg_weight * p_l)[:, None])
+    return total, grad, ce, neg
+
+
+@fused.variant_of(nl_rows)
+def nl_rows_fused(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, neg_weight: float,
+                  want_grad: bool = True, all_rows: bool | None = None):
+    """``nl_rows`` for the compiled path: the same outputs, written with masks and row reductions.
+
+    ``-log(1 - p_l)`` is ``-log1p(-p_l)`` where ``p_l <= 1/2`` and ``lse - lse_{k != l}`` above
+    (``lse_{k != l}`` with its own max: exact where ``1 - p_l`` underflows). The negative rows'
+    gradient is ``w (p_k - q_k)`` off ``l`` and ``w p_l`` at it, with ``q_k = p_k / (1 - p_l) =
+    exp(z_k - lse_{k != l})``; ``p_k - q_k = -p_k p_l / (1 - p_l)`` where ``p_l <= 1/2``.
+    """
+    is_l = torch.arange(z.shape[1], device=z.device)[None, :] == label[:, None]
+    lse = torch.logsumexp(z, dim=1, keepdim=True)
+    rest = z.masked_fill(is_l, float("-inf"))
+    lse_rest = torch.logsumexp(rest, dim=1, keepdim=True)
+    log_p_l = z.gather(1, label[:, None]) - lse
+    p_l = log_p_l.exp()
+    small = p_l <= 0.5
+    ce = -log_p_l.squeeze(1)
+    neg = torch.where(small, -torch.log1p(-p_l.clamp_max(0.5)), lse - lse_rest).squeeze(1)
+    total = torch.where(positive, ce, neg_weight * neg)
+    grad = None
+    if want_grad:
+        p = (z - lse).exp()
+        off = torch.where(small, p * (-p_l / (1.0 - p_l.clamp_max(0.5))), p - (rest - lse_rest).exp())
+        grad_neg = neg_weight * torch.where(is_l, p_l, off)
+        grad = torch.where(positive[:, None], p - is_l.to(p.dtype), grad_neg)
     return total, grad, ce, neg
 
 
@@ -284,7 +315,7 @@ class PositivesOnlyLoss(PartialLoss):
         label, positive = split_partial_targets(target)
         # float32 with autocast off, as SoftmaxLoss.forward: low-precision log-probs underflow.
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            z = logits.float() * self.logit_scale
+            z = scaled_float(logits, self.logit_scale)
             keep = positive.to(z.dtype)
             count = keep.sum().clamp_min(1.0)
 

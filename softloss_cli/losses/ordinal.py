@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import torch
 
+from softloss_cli.losses import fused
 from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss
 
 #: label-indexed tables (``[C, C]``) are cached up to this many classes, else built per call.
@@ -138,6 +139,7 @@ class OrdinalLoss(SoftmaxLoss):
         return loss
 
 
+@fused.eager_on_cpu
 def cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None, want_grad: bool = True):
     """``sum_{k<C-1} gap_k (F_k - 1[k >= y])^2`` per row (``gaps=None``: all 1), and its gradient.
 
@@ -166,9 +168,28 @@ def cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None, w
         values = torch.linalg.vecdot(weighted, err)
     grad = None
     if want_grad:
-        # sum_{k<j} gap_k e_k (times -2, applied by row_loss): an exclusive prefix sum.
-        g = torch.cumsum(weighted, dim=1).sub_(weighted)
+        g = torch.empty_like(weighted)  # sum_{k<j} gap_k e_k (times -2, applied by row_loss)
+        g[:, 0] = 0.0
+        torch.cumsum(weighted[:, :-1], dim=1, out=g[:, 1:])
         grad = torch.ops.aten._softmax_backward_data(g, p, 1, p.dtype)
+    return values, grad
+
+
+@fused.variant_of(cdf_rows)
+def cdf_rows_fused(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None, want_grad: bool = True):
+    """``cdf_rows`` for the compiled path: the same outputs, the label's entry set with a mask."""
+    c = z.shape[1]
+    col = torch.arange(c, device=z.device)[None, :]
+    is_y = col == target[:, None]
+    p = torch.softmax(z, dim=1)
+    rest = p.masked_fill(is_y, 0.0).sum(dim=1, keepdim=True)  # 1 - p_y without rounding
+    err = torch.where(is_y, -rest, p).cumsum(dim=1).masked_fill(col == c - 1, 0.0)
+    weighted = err if gaps is None else err * torch.cat([gaps, gaps.new_zeros(1)])
+    values = (weighted * err).sum(dim=1)
+    grad = None
+    if want_grad:
+        g = weighted.cumsum(dim=1) - weighted
+        grad = p * (g - (p * g).sum(dim=1, keepdim=True))
     return values, grad
 
 
@@ -350,6 +371,35 @@ def cdw_rows(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, per_cla
                 keep = need.index_select(0, rows)[:, None]
                 grad.index_copy_(0, rows, torch.where(keep, fixed, grad.index_select(0, rows)))
         grad.scatter_(1, tidx, p_t * (w_t - area[:, None]))
+    return values, grad
+
+
+@fused.variant_of(cdw_rows)
+def cdw_rows_fused(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, per_class: bool,
+                   want_grad: bool = True, all_rows: bool | None = None):
+    """``cdw_rows`` for the compiled path: the same outputs, written with masks and row reductions.
+
+    At the top class ``t``, ``log(1 - p_t) = lse_{k != t} - lse`` (with its own max: exact where
+    ``1 - p_t`` underflows); and ``p_k / (1 - p_t) = exp(z_k - lse_{k != t})`` in the gradient.
+    """
+    w = table.index_select(0, target) if per_class else table
+    col = torch.arange(z.shape[1], device=z.device)[None, :]
+    top = z.argmax(dim=1, keepdim=True)
+    is_t = col == top
+    lse = torch.logsumexp(z, dim=1, keepdim=True)
+    rest = z.masked_fill(is_t, float("-inf"))
+    lse_rest = torch.logsumexp(rest, dim=1, keepdim=True)
+    p = (z - lse).exp()
+    p_off = p.masked_fill(is_t, 0.0)  # every p_k <= 1/2 off the top
+    w_t = w.gather(1, top)
+    values = -(w * p_off.neg().log1p()).sum(dim=1) - (w_t * (lse_rest - lse)).squeeze(1)
+    grad = None
+    if want_grad:
+        r = w * p_off / (1.0 - p_off)  # w_i r_i; 0 at the top
+        area = r.sum(dim=1, keepdim=True)
+        p_t = (z.gather(1, top) - lse).exp()
+        off = r - p * area - (w_t * p_t) * (rest - lse_rest).exp()
+        grad = torch.where(is_t, p_t * (w_t - area), off)
     return values, grad
 
 

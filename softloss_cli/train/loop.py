@@ -20,9 +20,10 @@ from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed
-from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
+from softloss_cli.train.evaluate import metric_threads, predict, to_eval_outputs
 from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
 from softloss_cli.train.precision import Precision, resolve_precision
+from softloss_cli.train.step import forward_loss_fn
 
 DEFAULT_MONITOR = {"multiclass": "val/accuracy", "ordinal": "val/accuracy", "multilabel": "val/map"}
 
@@ -174,8 +175,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     # wrapper (so its buckets follow the graph). Checkpoints keep the plain module's keys.
     unused_aux_head = getattr(model, "aux_head", None) is not None and not getattr(loss_fn, "needs_aux", False)
     train_model = dist.wrap(model, find_unused=unused_aux_head)
-    if backend:
-        train_model = torch.compile(train_model, backend=backend)
+    # trainer.compile compiles the model and the loss together (train/step.py).
+    forward_loss, train_model = forward_loss_fn(train_model, loss_fn, precision, backend, dist.distributed)
 
     config_yaml = OmegaConf.to_yaml(cfg)  # once: TensorBoard's config text and every last.pt
     if dist.is_main:
@@ -199,9 +200,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             nonfinite = torch.zeros((), dtype=torch.bool, device=device)
             for i, batch in enumerate(train_loader):
                 x = batch.inputs.contiguous(memory_format=torch.channels_last) if channels_last else batch.inputs
-                with precision.autocast():
-                    out = as_outputs(train_model(x))
-                loss = loss_fn(out.pop("logits"), batch.targets, **out)
+                loss = forward_loss(x, batch.targets)
                 optimizer.zero_grad(set_to_none=True)
                 precision.scaler.scale(loss).backward()
                 if t.grad_clip:
