@@ -19,7 +19,7 @@ from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
 from softloss_cli.train import checkpoint as ckpt
-from softloss_cli.train import distributed
+from softloss_cli.train import distributed, preload
 from softloss_cli.train.evaluate import metric_threads, predict, to_eval_outputs
 from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
 from softloss_cli.train.precision import Precision, resolve_precision
@@ -185,6 +185,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     else:
         logger = distributed.NullLogger()
     progress = Progress(t.progress if dist.is_main else "none")
+    if dist.is_main:
+        preload.start()  # the end of the run's imports (figures), while the epochs train
     log_every = max(1, int(t.log_every))
     try:
         for epoch in range(start_epoch, t.epochs):
