@@ -21,12 +21,12 @@ which does not care about the scale. Logs are ``logsigmoid``/``softplus`` of the
 (Cole et al. add ``1e-5`` inside ``log(p)``; we need no epsilon), in float32 with
 autocast off.
 
-Cost: the BCE terms compute their values and closed-form gradients in one pass
-(``base.RowLossWithGrad``); on CPU the batch's ``(K-1)*B`` largest probabilities are found
-among the entries above a threshold estimated from a strided sample (then ``topk`` on those
-few), instead of a ``topk`` over all ``B x C`` entries. ``two_head`` stays at about 3x ``ce``
-on CPU: besides the softmax it runs a full BCE on its second ``[B, C]`` head, whose
-``softplus`` and ``sigmoid`` (two transcendental passes) alone cost about one ``ce``.
+Cost: the BCE terms compute their values and closed-form gradients in one row function
+(``base.row_loss``, compiled by ``losses/fused.py`` where that pays); on CPU the batch's
+``(K-1)*B`` largest probabilities are found among the entries above a threshold estimated
+from a strided sample (then ``topk`` on those few), instead of a ``topk`` over all ``B x C``
+entries. ``two_head`` costs more than ``ce``: besides the softmax it trains a second
+``[B, C]`` head with a BCE (a ``softplus`` and a ``sigmoid`` per entry) and picks the pseudo-labels.
 """
 
 from __future__ import annotations

@@ -21,13 +21,13 @@ overflow); CDFs below the true class are prefix sums and above it suffix sums, s
 are exact 0 at a one-hot prediction instead of ``1 - (1 - tiny)``; ``log(1 - p_i)`` is a
 leave-one-out ``logsumexp`` (no ``log(1 - softmax)``), finite for logits of any size.
 
-Cost. Each loss computes its per-sample values and, in the same pass, the gradient in closed
-form (``base.RowLossWithGrad``), from one ``log_softmax``/``softmax`` per call; tables that
-depend only on the label (SORD's soft labels, CDW-CE's weights) are cached per class count.
-What bounds the rest on CPU: ``cdw_ce`` needs, per entry, a ``log_softmax``, an ``exp``, an
-``argmax`` (the top class), a ``log1p`` and a division (about 3x ``ce``, one thread), and
-``rps``/``emd2`` two cumulative sums, which ``torch.cumsum`` runs as a serial scan costing
-about a softmax each (about 1.6-2x ``ce``).
+Cost. Each loss computes its per-sample values and, with them, the gradient in closed form
+(``base.row_loss``: a pure row function, run eagerly or compiled into few kernels by
+``losses/fused.py``), from one softmax per call; tables that depend only on the label (SORD's
+soft labels, CDW-CE's weights) are cached per class count and gathered inside the row function.
+``cdw_rows`` and ``cdf_rows`` have compile-friendly variants (masks instead of scatters).
+``rps``/``emd2`` need two cumulative sums, which run as ATen's serial scan on the CPU even when
+compiled, so there they stay eager (``fused.eager_on_cpu``). BENCHMARKS.md has the ratios.
 """
 
 from __future__ import annotations
