@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from softloss_cli.losses import fused
 from softloss_cli.losses.base import LOSSES, SoftmaxLoss, reduce_loss, row_loss
-from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows
+from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows, softplus_sigmoid
 
 __all__ = ["TwoHeadLoss", "AssumeNegativeLoss", "WeakAssumeNegativeLoss", "ExpectedPositiveLoss"]
 
@@ -68,12 +68,10 @@ def bce_one_hot_rows_fused(z: torch.Tensor, target: torch.Tensor, neg_weight: fl
                            want_grad: bool = True):
     """``bce_one_hot_rows`` for the compiled path: the label's entries chosen with a mask."""
     is_y = torch.arange(z.shape[1], device=z.device)[None, :] == target.long()[:, None]
-    sp = F.softplus(torch.where(is_y, -z, z))  # softplus(-z_y) at the label, softplus(z_c) off it
-    values = (torch.where(is_y, sp, neg_weight * sp).sum(dim=1)) * scale
-    grad = None
-    if want_grad:
-        s = torch.sigmoid(z)
-        grad = torch.where(is_y, s - 1.0, neg_weight * s) * scale
+    sp, s = softplus_sigmoid(z)
+    # softplus(-z) = softplus(z) - z at the label, softplus(z) off it
+    values = torch.where(is_y, sp - z, neg_weight * sp).sum(dim=1) * scale
+    grad = torch.where(is_y, s - 1.0, neg_weight * s) * scale if want_grad else None
     return values, grad
 
 
@@ -181,6 +179,10 @@ class TwoHeadLoss(SoftmaxLoss):
         self.register_buffer("running_threshold", torch.tensor(float("nan")))
         self._parts: dict[str, torch.Tensor] = {}
 
+    def _extra(self, b: int, c: int) -> int:
+        """The pseudo-positives a batch of ``b`` samples gets besides its labels: ``round((K - 1) b)``."""
+        return min(max(int(round((self.k - 1.0) * b)), 0), b * (c - 1))
+
     @torch.no_grad()
     def pseudo_labels(self, probs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(t float [B, C], boundary probability)`` from detached softmax probabilities."""
@@ -191,7 +193,7 @@ class TwoHeadLoss(SoftmaxLoss):
     def _pseudo_from_others(self, others: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``pseudo_labels`` from the probabilities with -1 at each row's label (``others [B, C]``)."""
         b, c = others.shape
-        extra = min(max(int(round((self.k - 1.0) * b)), 0), b * (c - 1))
+        extra = self._extra(b, c)
         if extra == 0:
             return F.one_hot(target.long(), c).float(), torch.full((), float("nan"), device=others.device)
         idx = target.long()[:, None]
@@ -221,7 +223,9 @@ class TwoHeadLoss(SoftmaxLoss):
             "ce": ce.mean().detach(),
             "aux_bce": bce.mean().detach(),
             "pseudo_threshold": boundary.detach(),
-            "pseudo_positives": pseudo.sum(dim=1).mean(),
+            # batch threshold: exactly the labels plus the extra entries (no pass over pseudo)
+            "pseudo_positives": (torch.full((), 1.0 + self._extra(*logits.shape) / logits.shape[0], device=logits.device)
+                                 if self.threshold == "batch" else pseudo.sum(dim=1).mean()),
         }
         return ce + self.aux_weight * bce
 

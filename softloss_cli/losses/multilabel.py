@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from softloss_cli.losses import fused
 from softloss_cli.losses.base import (
     LOSSES,
     ClassificationLoss,
@@ -184,6 +185,22 @@ def bce_rows(z: torch.Tensor, t: torch.Tensor, want_grad: bool = True):
     values = F.softplus(z).addcmul_(t, z, value=-1.0).sum(dim=1)
     grad = torch.sigmoid(z).sub_(t) if want_grad else None
     return values, grad
+
+
+def softplus_sigmoid(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softplus(z), sigmoid(z))`` from one ``exp(-|z|)``: ``max(z, 0) + log1p(e)`` and
+    ``1 / (1 + e)`` (``z >= 0``) or ``e / (1 + e)``; finite for any ``z``."""
+    e = torch.exp(-z.abs())
+    inv = 1.0 / (1.0 + e)
+    return z.clamp_min(0.0) + torch.log1p(e), torch.where(z >= 0, inv, e * inv)
+
+
+@fused.variant_of(bce_rows)
+def bce_rows_fused(z: torch.Tensor, t: torch.Tensor, want_grad: bool = True):
+    """``bce_rows`` for the compiled path: softplus and sigmoid from one exponential per entry."""
+    sp, s = softplus_sigmoid(z)
+    values = (sp - t * z).sum(dim=1)
+    return values, (s - t if want_grad else None)
 
 
 def _log_sigmoid(z: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
