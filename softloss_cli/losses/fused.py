@@ -15,9 +15,9 @@ environment variable ``SOFTLOSS_FUSED``):
   on the PATH, the logits hold at least ``CPU_MIN_ELEMENTS`` entries (below that the eager
   chain costs well under a millisecond, and a first compile costs seconds) and the function is
   not marked ``eager_on_cpu`` (its compiled CPU code measured slower); never while
-  ``torch.compile`` is already tracing (``trainer.compile=true`` compiles the eager
-  formulation together with the model). A compile that fails falls back to the eager function,
-  with one warning, for the rest of the process.
+  ``torch.compile`` is already tracing (``trainer.compile=true`` compiles the loss together
+  with the model: the outer trace gets the fusable variant of the row function). A compile
+  that fails falls back to the eager function, with one warning, for the rest of the process.
 - ``'on'``: always (errors propagate: the tests use it to check the fused path itself).
 - ``'off'``: never.
 
@@ -168,6 +168,9 @@ def call(fn: Callable, *args, **kwargs):
             return out
         counts[(name, "fused")] = counts.get((name, "fused"), 0) + 1
         return out
-    counts[(name, "eager")] = counts.get((name, "eager"), 0) + 1
+    if torch.compiler.is_compiling():  # an outer torch.compile traces it: give it the fusable form
+        fn = _variants.get(fn, fn)
+    else:
+        counts[(name, "eager")] = counts.get((name, "eager"), 0) + 1
     with torch.no_grad():
         return fn(*args, **kwargs)
