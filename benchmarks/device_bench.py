@@ -58,11 +58,21 @@ def main(argv=None) -> int:
 
         classes = (30,) if args.quick else loss_cost.CLASSES
         batch = 256 if args.quick else loss_cost.B
-        results = loss_cost.measure(args.device, args.repeats, classes, batch)
-        table, missed = loss_cost.render(results, classes, args.device)
-        md = "\n".join([loss_cost.describe(args.device, batch, args.repeats), "", table, ""]
-                       + ([f"Over target on {args.device}: {', '.join(f'`{m}`' for m in missed)}.", ""] if missed else []))
-        data = {"device": args.device, "batch": batch, "classes": list(classes), "results": results, "missed": missed}
+        results: dict = {}
+        done = []
+        for c in classes:  # written after each class count: a run cut short keeps what it measured
+            for name, cells in loss_cost.measure(args.device, args.repeats, (c,), batch).items():
+                results.setdefault(name, {}).update(cells)
+            done.append(c)
+            table, missed = loss_cost.render(results, done, args.device)
+            md = "\n".join([loss_cost.describe(args.device, batch, args.repeats), "", table, ""]
+                           + ([f"Over target on {args.device}: {', '.join(f'`{m}`' for m in missed)}.", ""]
+                              if missed else []))
+            data = {"device": args.device, "batch": batch, "classes": done, "results": results, "missed": missed,
+                    "seconds": time.perf_counter() - t0}
+            (out / "loss.json").write_text(json.dumps(data, indent=2, default=str))
+            (out / "loss.md").write_text(md)
+            print(f"[device] loss: C = {c} done at {time.perf_counter() - t0:.0f} s", flush=True)
     else:
         import loss_step
 

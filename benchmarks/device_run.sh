@@ -14,6 +14,9 @@ set -u
 OUT=${OUT:-/tmp/softloss-device}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# One compilation per fused row function whatever the shapes (three class counts, then the
+# step's): compile time is most of this run's budget.
+export SOFTLOSS_FUSED_DYNAMIC=${SOFTLOSS_FUSED_DYNAMIC:-1}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then

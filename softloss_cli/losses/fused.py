@@ -51,6 +51,10 @@ _mode = os.environ.get("SOFTLOSS_FUSED", "auto")
 if _mode not in MODES:  # a typo in the environment must not break every loss
     warnings.warn(f"SOFTLOSS_FUSED={_mode!r} is not one of {', '.join(MODES)}; using 'auto'", stacklevel=1)
     _mode = "auto"
+#: ``SOFTLOSS_FUSED_DYNAMIC=1``: compile with dynamic shapes from the first call (one compilation
+#: per function whatever the shapes: benchmarks over several class counts); default: torch's
+#: automatic choice (static, then dynamic once a second shape is seen).
+_dynamic = {"1": True, "0": False}.get(os.environ.get("SOFTLOSS_FUSED_DYNAMIC", ""))
 _compiled: dict[Callable, Callable] = {}
 _broken: dict[Callable, str] = {}
 _available: dict[str, bool] = {}
@@ -139,7 +143,7 @@ def eager_on_cpu(fn: Callable) -> Callable:
 def _compiled_fn(fn: Callable) -> Callable:
     compiled = _compiled.get(fn)
     if compiled is None:
-        compiled = torch.compile(_variants.get(fn, fn), dynamic=None)
+        compiled = torch.compile(_variants.get(fn, fn), dynamic=_dynamic)
         _compiled[fn] = compiled
     return compiled
 
