@@ -1,10 +1,10 @@
 """Imports that only the end of a run needs, done in a background thread while it trains.
 
-The figures of ``RunLogger.finish`` need matplotlib (pyplot, the Agg backend) and PIL:
-about 0.4 s of imports on an idle 2-core machine, paid after the last epoch, where nothing
-else runs. Started before the first epoch, the thread imports them while the main thread is
-inside torch's kernels (which release the GIL), so the end of the run no longer waits for
-them. A failed import here is ignored: the end of the run imports again and reports it there.
+The figures of ``RunLogger.finish`` need matplotlib (pyplot, the Agg backend) and PIL, whose
+imports were paid after the last epoch, where nothing else runs (a share of the runner's fixed
+cost in BENCHMARKS.md). Started before the first epoch, the thread imports them while the main
+thread is inside torch's kernels (which release the GIL), so the end of the run no longer
+waits for them. A failed import here is ignored: the end of the run imports again and reports it there.
 """
 
 from __future__ import annotations
