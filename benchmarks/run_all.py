@@ -5,8 +5,9 @@
     python benchmarks/run_all.py --quick --out /tmp/B.md   # tiny sizes: checks that the code runs
 
 Sections: start-up, loss cost, loss in the step, metrics at scale, runner overhead (CPU; GPU too
-on CUDA), GPU path (CUDA only). ``benchmarks/device_run.sh`` measures the GPU rows of the loss
-sections in one short run, and ``benchmarks/fold_device.py`` folds them into BENCHMARKS.md. Every figure is a ratio or a time measured side by side in this one run,
+on CUDA), own data (an image folder's epochs vs the same images in memory), GPU path (CUDA
+only). ``benchmarks/device_run.sh`` measures the GPU rows of the loss sections in one short
+run, and ``benchmarks/fold_device.py`` folds them into BENCHMARKS.md. Every figure is a ratio or a time measured side by side in this one run,
 the median of at least 5 repeats, printed with the machine, torch version and commit. On a
 machine without CUDA the GPU rows say so; nothing is estimated. About 8 minutes alone on a
 2-core CPU at ~1,000 img/s (the runner-overhead pairs take 6 of them); longer when shared.
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, Section, load_average, machine, table  # noqa: E402
 
-SECTIONS = ("startup", "loss", "step", "metrics", "overhead", "gpu")
+SECTIONS = ("startup", "loss", "step", "metrics", "overhead", "own_data", "gpu")
 
 GPU_COMMAND = "make bench    # or: .venv/bin/python benchmarks/run_all.py --only gpu,overhead,loss"
 NOT_MEASURED = f"""**Not measured in this session: this machine has no CUDA device.** Nothing in this file is
@@ -156,6 +157,12 @@ def main(argv=None) -> int:
             import overhead
 
             sections.append(overhead.run(args.repeats, args.quick, gpu=gpu))
+        elif name == "own_data":
+            import own_data
+
+            sections.append(own_data.run(args.repeats, args.quick))
+            if gpu:
+                sections.append(own_data.run(args.repeats, args.quick, gpu=True))
         elif name == "gpu" and gpu:
             import gpu as gpu_bench
 

@@ -1,4 +1,4 @@
-"""``softloss``: dispatches ``train``, ``list``, ``eval``, ``report`` to ``commands/``. Imports
+"""``softloss``: dispatches ``train``, ``list``, ``eval``, ``report``, ``predict`` to ``commands/``. Imports
 nothing heavy until a command needs it.
 
 Everything after ``train`` goes to Hydra untouched (overrides, ``-m``, ``--cfg job``,
@@ -24,6 +24,7 @@ commands:
   list                     datasets, models and losses with a one-line description each
   eval RUN_DIR [...]       re-evaluate a run's checkpoint (softloss eval --help)
   report PATH [...]        compare finished runs and sweeps (softloss report --help)
+  predict RUN_DIR INPUT... apply a run to image files, folders or a manifest (softloss predict --help)
 
 options:
   -h, --help               this message
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     _one_line_warnings()
-    commands = {"train": _train, "list": _list, "eval": _eval, "report": _report}
+    commands = {"train": _train, "list": _list, "eval": _eval, "report": _report, "predict": _predict}
     if command not in commands:
         return _fail(f"unknown command '{command}'; choose one of: {', '.join(commands)} (softloss --help)", 2)
     return _run_guarded(commands[command], rest)
@@ -114,6 +115,12 @@ def _report(args: list[str]) -> int:
     from softloss_cli.commands.report import main as report_main
 
     return report_main(args)
+
+
+def _predict(args: list[str]) -> int:
+    from softloss_cli.commands.predict import main as predict_main
+
+    return predict_main(args)
 
 
 if __name__ == "__main__":

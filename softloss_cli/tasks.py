@@ -61,7 +61,7 @@ class Task:
 #: columns (on the test split) and the TensorBoard custom-scalars charts.
 HEADLINE = {
     "multiclass": ("accuracy", "nll", "ece", "mean_max_prob"),
-    "ordinal": ("accuracy", "mae", "mae_expected", "rps", "qwk", "off1_acc", "group8_sum_mae"),
+    "ordinal": ("accuracy", "mae", "mae_expected", "rps", "qwk", "off1_acc", "group8_sum_mae", "group_sum_mae"),
     "multilabel": ("map", "f1_micro", "f1_macro", "exact_match", "empty_fpr", "mean_active"),
     "partial": ("accuracy", "nll", "neg_violation_rate"),
 }

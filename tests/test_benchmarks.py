@@ -53,7 +53,7 @@ def test_run_all_refuses_fewer_than_five_repeats_and_unknown_sections():
     proc = subprocess.run([*RUN_ALL, "--only", "startup,warp"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].endswith(
-        "error: unknown section(s) warp; choose from startup, loss, step, metrics, overhead, gpu")
+        "error: unknown section(s) warp; choose from startup, loss, step, metrics, overhead, own_data, gpu")
 
 
 def test_loss_cost_covers_every_shipped_loss():

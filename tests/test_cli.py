@@ -16,14 +16,14 @@ def test_importing_the_cli_does_not_import_torch():
 def test_help_lists_the_commands(cli):
     proc = cli("--help")
     assert proc.returncode == 0
-    for command in ("train", "list", "eval", "report"):
+    for command in ("train", "list", "eval", "report", "predict"):
         assert f"  {command}" in proc.stdout
 
 
 def test_unknown_command_is_one_line_and_exit_2(cli):
     proc = cli("trian")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "softloss: error: unknown command 'trian'; choose one of: train, list, eval, report (softloss --help)"
+    assert proc.stderr.strip() == "softloss: error: unknown command 'trian'; choose one of: train, list, eval, report, predict (softloss --help)"
 
 
 def test_train_help_shows_config_groups_and_choices(cli):

@@ -375,12 +375,12 @@ def test_image_folder_single_folder_is_split_by_fractions(tmp_path):
     assert bundle.augment_ok and bundle.mean == (0.485, 0.456, 0.406)
     for split, per_class in (("train", 5), ("val", 2), ("test", 3)):
         data = bundle.split(split)
-        assert isinstance(data, torch.utils.data.Dataset) and not isinstance(data, TensorSplit)
+        assert isinstance(data, TensorSplit)  # decoded once, trained from memory
         assert torch.equal(torch.as_tensor(data.targets).bincount(minlength=3), torch.full((3,), per_class))
     paths = [set(bundle.split(s).paths) for s in ("train", "val", "test")]
     assert sum(map(len, paths)) == 30 and len(set.union(*paths)) == 30
-    image, label = bundle.val[0]
-    assert image.shape == (3, 16, 16) and image.dtype == torch.uint8 and isinstance(label, int)
+    image, label = bundle.val.inputs[0], int(bundle.val.targets[0])
+    assert image.shape == (3, 16, 16) and image.dtype == torch.uint8
     colour = torch.tensor(COLOURS[bundle.task.class_names[label]], dtype=torch.uint8)
     assert torch.equal(image[:, 8, 8], colour)  # the image matches its label
     again = build_image_folder(
@@ -416,7 +416,7 @@ def test_image_folder_split_layout_uses_given_folders_and_carves_the_rest(tmp_pa
     assert bundle.info["layout"] == "train/val/test" and bundle.task.class_names == ("cat", "dog", "emu")
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (24, 6, 6)
     assert all("/val/" in p for p in bundle.val.paths) and all("/train/" in p for p in bundle.test.paths)
-    image, _ = bundle.test[0]
+    image = bundle.test.inputs[0]
     assert image.shape == (1, 8, 8) and bundle.input_shape == (1, 8, 8) and len(bundle.mean) == 1
 
 
@@ -446,11 +446,13 @@ def test_image_folder_corrupt_image_names_the_file(tmp_path):
     _image_tree(tmp_path / "pets", per_class=3)
     bad = tmp_path / "pets" / "dog" / "x.png"
     bad.write_bytes(b"this is not a png")
-    bundle = build_image_folder(tmp_path, root=str(tmp_path / "pets"), val_fraction=0, test_fraction=0)
-    index = bundle.train.paths.index(str(bad))
     with pytest.raises(SoftlossError, match=rf"^cannot read image {bad}: ") as info:
-        bundle.train[index]
+        build_image_folder(tmp_path, root=str(tmp_path / "pets"), val_fraction=0, test_fraction=0)
     assert "\n" not in str(info.value)
+    streamed = build_image_folder(tmp_path, root=str(tmp_path / "pets"), val_fraction=0, test_fraction=0,
+                                  cache_max_gb=0)  # too big to cache: read per batch, fails when read
+    with pytest.raises(SoftlossError, match=rf"^cannot read image {bad}: "):
+        streamed.train[streamed.train.paths.index(str(bad))]
 
 
 def test_image_folder_missing_root_and_no_root(tmp_path):
@@ -475,7 +477,8 @@ def test_data_config_matches_its_builder(path):
     assert next(iter(params)) == "data_root"
     assert {k: v for k, v in cfg.items() if k not in LOADER_KEYS} == defaults
     # augmentation is on by default where crops and flips keep the label
-    bundle_augment_ok = {"cifar10": True, "cifar100": True, "image_folder": True, "ambiguous_images": True}.get(
+    bundle_augment_ok = {"cifar10": True, "cifar100": True, "image_folder": True, "manifest": True,
+                         "ambiguous_images": True}.get(
         cfg["name"], False
     )
     assert cfg["augment"] is bundle_augment_ok

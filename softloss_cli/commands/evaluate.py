@@ -127,8 +127,9 @@ def apply_overrides(cfg, overrides: list[str], cwd=None):
     elif cwd is not None:
         # Paths of the run's own data, relative to where it was trained.
         with open_dict(cfg):
-            if cfg.data.get("root") is not None:
-                cfg.data.root = _relative_to_run_cwd(cfg.data.root, cwd)
+            for key in ("root", "path"):  # image_folder's folder, manifest's file
+                if cfg.data.get(key) is not None:
+                    cfg.data[key] = _relative_to_run_cwd(cfg.data[key], cwd)
     for item in dotted:
         key, _, value = item.partition("=")
         add = key.startswith("+")

@@ -56,6 +56,7 @@ class Run:
     kind: str | None = None
     data: str | None = None
     wall_s: float | None = None
+    labels: str | None = None  # the user's own data: class order and label values (task.json)
     _config: dict | None = None
     _choices: dict | None = None
 
@@ -183,7 +184,7 @@ def load_run(path: Path) -> Run:
         reason = reason or "no outcome recorded: still running, or killed"
     task = _read_json(path / "task.json") or {}
     run = Run(path, state, reason, [str(o) for o in overrides], metrics,
-              kind=task.get("kind"), wall_s=status.get("wall_s"))
+              kind=task.get("kind"), wall_s=status.get("wall_s"), labels=task.get("labels"))
     data_cfg = run.config().get("data")
     run.data = data_cfg.get("name") if isinstance(data_cfg, dict) else None
     if run.kind is None and metrics:
@@ -383,11 +384,18 @@ def print_report(report: Report) -> None:
     console.print(table)
     if report.common:
         console.print("common overrides: " + " ".join(f"{k}={v}" for k, v in report.common.items()), highlight=False)
+    for labels in label_lines(report):
+        console.print(f"labels: {labels}", highlight=False, markup=False, soft_wrap=True)
     if report.failed:
         console.print(f"[bold red]{len(report.failed)} run(s) not ok:[/bold red]")
         for run in report.failed:
             console.print(f"  {_rel(run.path, report.roots)}  {run.status}: {run.reason}  [{' '.join(run.overrides)}]",
                           highlight=False, markup=False)
+
+
+def label_lines(report: Report) -> list[str]:
+    """The distinct class orders / label values of the runs' own data (``task.json`` ``labels``)."""
+    return list(dict.fromkeys(r.labels for g in report.groups for r in g.runs if r.labels))
 
 
 def write_csv(report: Report, path: Path) -> None:
@@ -414,6 +422,7 @@ def markdown(report: Report, plots: list[Path]) -> str:
                  "(↑ higher is better, ↓ lower is better).")
     if report.common:
         lines += ["", "Common overrides: `" + " ".join(f"{k}={v}" for k, v in report.common.items()) + "`"]
+    lines += [f"\nLabels: {labels}" for labels in label_lines(report)]
     lines.append("")
     header = ["group", "runs", *(f"{m} {_arrow(report, m)}" for m in report.metrics)]
     lines.append("| " + " | ".join(header) + " |")

@@ -18,7 +18,7 @@ from softloss_cli.registry import import_families
 LOADER_KEYS = ("name", "batch_size", "eval_batch_size", "num_workers", "augment", "negatives")
 
 # Builder modules register their datasets on import.
-import_families("softloss_cli.data", ("synthetic", "digits", "torchvision_sets", "image_folder", "routing",
+import_families("softloss_cli.data", ("synthetic", "digits", "torchvision_sets", "image_folder", "manifest", "routing",
                                       "multilabel_shapes", "ambiguous"))
 
 

@@ -134,6 +134,9 @@ def _check_params(sizes, image_size, num_classes, num_types, max_labels, zipf, w
         raise SoftlossError(f"data.concentration must be > 0, got {concentration}")
 
 
+AVERAGE_K = 3  # the K whose accuracy monitors best.pt (headline columns: avgk_*_k3)
+
+
 @DATASETS.register(
     "ambiguous_images",
     "synthetic 24x24 shapes whose type has a known label distribution over 1-5 classes (multiclass, Average-K)",
@@ -159,7 +162,9 @@ def build_ambiguous_images(
     table, one per split) and are cached under ``data_root``. ``task.extras`` carries
     ``train_class_counts`` (used by the Average-K metrics to bucket classes into
     head/medium/tail) and ``oracle_avgk_acc`` (the population Bayes oracle per K).
-    ``augment_ok`` is True: flips and 4 px crops keep the type.
+    ``augment_ok`` is True: flips and 4 px crops keep the type. ``average_k`` (= 3) declares
+    this Average-K data's K: ``trainer.monitor=auto`` picks best.pt by ``val/avgk_acc_k3``, the
+    K of the scenario's headline columns, and ``softloss predict`` returns sets of that K.
     """
     sizes = split_sizes(train_size, val_size, test_size)
     image_size, num_classes, num_types, max_labels = int(image_size), int(num_classes), int(num_types), int(max_labels)
@@ -189,7 +194,8 @@ def build_ambiguous_images(
     return DataBundle(
         name="ambiguous_images",
         task=Task("multiclass", num_classes, has_posterior=True,
-                  extras={"train_class_counts": counts["train"], "oracle_avgk_acc": oracle}),
+                  extras={"train_class_counts": counts["train"], "oracle_avgk_acc": oracle,
+                          "average_k": AVERAGE_K}),
         **splits,
         input_shape=(3, image_size, image_size),
         mean=mean,

@@ -48,8 +48,8 @@ def cached_arrays(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The .npz is the cache hit test, so it is written last: a reader never sees it without its manifest.
-        _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(manifest, indent=2).encode()))
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         warnings.warn(f"could not cache {name} data under {data_root}: {e}", stacklevel=2)
     return arrays
@@ -65,7 +65,7 @@ def _load(path: Path) -> dict[str, np.ndarray] | None:
         return None  # unreadable (e.g. a disk filled mid-copy): regenerate and overwrite
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
+def atomic_write(path: Path, write: Callable) -> None:
     """Write through a temporary file in the same folder, then rename (concurrent runs stay safe)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

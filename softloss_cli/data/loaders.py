@@ -121,5 +121,7 @@ class EpochLoader:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        for x, y in loader:
-            yield (x.to(self.device, non_blocking=True), torch.as_tensor(y).to(self.device, non_blocking=True), {})
+        for item in loader:  # (images, targets) or (images, targets, {name: per-sample extras})
+            x, y = item[0], item[1]
+            extras = {k: v.to(self.device, non_blocking=True) for k, v in item[2].items()} if len(item) > 2 else {}
+            yield (x.to(self.device, non_blocking=True), torch.as_tensor(y).to(self.device, non_blocking=True), extras)

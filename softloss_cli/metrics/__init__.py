@@ -95,6 +95,7 @@ def lower_is_better(name: str) -> bool:
 # Family modules register their metric groups on import (after metric_group exists).
 from softloss_cli.registry import import_families  # noqa: E402
 
-import_families("softloss_cli.metrics", ("classification", "ordinal", "confidence", "multilabel", "average_k", "negative"))
+import_families("softloss_cli.metrics", ("classification", "ordinal", "groups", "confidence", "multilabel", "average_k",
+                                         "negative"))
 
 __all__ = ["EvalOutputs", "compute_metrics", "metric_group", "lower_is_better", "metric_direction"]

@@ -123,9 +123,12 @@ def _task(cfg: DictConfig):
     from softloss_cli.runs.summary import print_run_summary
 
     task_file = run_dir / "task.json"
-    kind = json.loads(task_file.read_text()).get("eval_kind") if task_file.exists() else None
-    print_run_summary(metrics, run_dir, compact=multirun, checkpoint=cfg.get("eval", {}).get("checkpoint", "best"),
-                      kind=kind, data=cfg.data.get("name"))
+    record = json.loads(task_file.read_text()) if task_file.exists() else {}
+    checkpoint = cfg.get("eval", {}).get("checkpoint", "best")
+    if checkpoint == "best" and record.get("monitor"):  # the metric that chose it (trainer.monitor, resolved)
+        checkpoint = f"best by {record['monitor']}"
+    print_run_summary(metrics, run_dir, compact=multirun, checkpoint=checkpoint, kind=record.get("eval_kind"),
+                      data=cfg.data.get("name"))
     # An Optuna sweeper reads this return value; a failed job returns None, which the sweeper
     # records as a failed trial and goes on.
     return metrics[wanted] if wanted else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -23,9 +24,8 @@ from softloss_cli.train import distributed, preload
 from softloss_cli.train.evaluate import metric_threads, predict, to_eval_outputs
 from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
 from softloss_cli.train.precision import Precision, resolve_precision
+from softloss_cli.train.run_notes import announce_data, complete_task_record, resolve_monitor
 from softloss_cli.train.step import forward_loss_fn
-
-DEFAULT_MONITOR = {"multiclass": "val/accuracy", "ordinal": "val/accuracy", "multilabel": "val/map"}
 
 
 def build_setup(cfg: DictConfig, device: torch.device):
@@ -148,7 +148,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     optimizer = instantiate(cfg.optim, params=model.parameters())
     steps_per_epoch = len(train_loader)
     scheduler = instantiate(cfg.sched, optimizer=optimizer, total_steps=t.epochs * steps_per_epoch)
-    monitor = DEFAULT_MONITOR.get(task.eval_kind, "val/accuracy") if t.monitor == "auto" else t.monitor
+    monitor = resolve_monitor(t.monitor, task)
+    if dist.is_main:
+        announce_data(data, run_dir, monitor, t.monitor)
 
     ckpt_dir = run_dir / "checkpoints"
     # What .hydra/ held when this run started (before a resume, the first run's files).
@@ -266,6 +268,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         metrics, outputs = final_evaluation(cfg, data, model, loss_fn, precision, run_dir, channels_last, device,
                                             dist=dist, val_cache=val_cache.get(which))
         logger.finish(cfg, metrics, outputs, data.task, step)
+        if dist.is_main:
+            complete_task_record(run_dir, data, loss_fn, outputs, monitor)
         dist.close()
         return metrics
     finally:
@@ -318,7 +322,8 @@ def final_evaluation(cfg, data, model, loss_fn, precision, run_dir: Path, channe
         metrics.update(partial_train_metrics(cfg, data, model, loss_fn, precision, channels_last, device,
                                              run_dir / "checkpoints" / "last.pt", which, dist))
     if dist.is_main:
-        write_predictions(run_dir / "predictions", {"val": val_out, "test": test_out})
+        write_predictions(run_dir / "predictions", {"val": val_out, "test": test_out},
+                          {s: getattr(data.split(s), "paths", None) for s in ("val", "test")})
         tmp = run_dir / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         tmp.replace(run_dir / "metrics.json")
@@ -340,11 +345,15 @@ def partial_train_metrics(cfg, data, model, loss_fn, precision, channels_last, d
     return {f"train/{k}": v for k, v in compute_metrics(train_out, data.task, kind="partial").items()}
 
 
-def write_predictions(folder: Path, outputs: dict) -> None:
+def write_predictions(folder: Path, outputs: dict, paths: dict | None = None) -> None:
     """``{split}.npz`` with ``logits`` (float32 [N, C], as seen by the loss's activation),
-    ``targets``, and every auxiliary output (``aux_logits``...) under its own name."""
+    ``targets``, every auxiliary output (``aux_logits``...) under its own name, and, for
+    datasets of image files, ``paths`` (the file of each row: ``softloss predict`` maps back)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, out in outputs.items():
         arrays = {"logits": out.logits.numpy().astype(np.float32), "targets": out.targets.numpy()}
         arrays.update({k: v.numpy() for k, v in out.aux.items()})
+        files = (paths or {}).get(split)
+        if files is not None and len(files) == len(out.logits):
+            arrays["paths"] = np.array([os.path.abspath(f) for f in files])
         np.savez_compressed(folder / f"{split}.npz", **arrays)
