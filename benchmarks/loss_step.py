@@ -14,9 +14,10 @@ indices; multi-hot for multi-label losses; (label, is_positive) pairs with half 
 partial-label losses); ``two_head`` trains a model with the second head. Every registered loss
 is measured, so losses added later are measured too.
 
-Each round times ``steps`` steps of every loss, ``ce`` first, after warm-up steps (cudnn
-autotuning, compilation of the fused loss); a loss's figure is the median over rounds of its
-images/s over ``ce``'s in the same round. Target: at least 0.95x for every loss.
+Each round times ``steps`` steps of every loss, each right after ``steps`` steps of ``ce``, after
+warm-up steps (cudnn autotuning, compilation of the fused loss); a loss's figure is the median
+over rounds of its images/s over that of the ``ce`` steps just before. Target: at least 0.95x
+for every loss.
 """
 
 from __future__ import annotations
@@ -120,15 +121,22 @@ def measure(config: str = "cpu", quick: bool = False, names=None, device: str | 
         except Exception as exc:  # one loss that does not fit this configuration must not stop the others
             out[name] = f"error ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
             trainers.pop(name, None)
+    images = c["steps"] * c["batch"]
     rates: dict[str, list[float]] = {n: [] for n in trainers}
+    ratios: dict[str, list[float]] = {n: [] for n in trainers}
+    ce = trainers.get("ce")
     for _ in range(c["rounds"]):
         for name, trainer in trainers.items():
-            rates[name].append(c["steps"] * c["batch"] / trainer.steps(c["steps"]))
+            # ce right before each loss: the ratio compares neighbours in time (a drifting load,
+            # or whatever favours the first model of a round, cancels out).
+            ce_rate = images / ce.steps(c["steps"]) if ce is not None and name != "ce" else None
+            rate = images / trainer.steps(c["steps"])
+            rates[name].append(rate)
+            ratios[name].append(rate / ce_rate if ce_rate else 1.0)
     ce_rates = rates.get("ce", [])
     for name, r in rates.items():
-        ratios = [a / b for a, b in zip(r, ce_rates)]
-        out[name] = {"ratio": median(ratios), "images_per_s": median(r), "ce_images_per_s": median(ce_rates),
-                     "rounds": ratios}
+        out[name] = {"ratio": median(ratios[name]), "images_per_s": median(r),
+                     "ce_images_per_s": median(ce_rates) if ce_rates else float("nan"), "rounds": ratios[name]}
     del trainers
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
