@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data and models", ("data", "models")),
     ("losses", ("losses",)),
     ("metrics", ("metrics",)),
-    ("core", ("tasks", "registry", "errors", "__init__")),
+    ("core", ("tasks", "registry", "errors", "progress", "__init__")),
 ]
 
 

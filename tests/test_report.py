@@ -244,3 +244,42 @@ def test_run_summary_keeps_to_headline_metrics_when_there_are_many(capsys, tmp_p
     assert "avgk_acc_k1_0" not in out and f"{2 * MAX_ROWS + 1} more metrics in" in out
     print_run_summary(many, tmp_path, compact=True, kind="multiclass")
     assert capsys.readouterr().out.startswith("done: accuracy 0.5000, nll 0.5000  ->")
+
+
+LONG = ("test/avgk_macro_acc_k3", "test/avgk_oracle_gap_k2", "test/avgk_set_size_k2", "test/avgk_acc_k1",
+        "test/avgk_acc_k2", "test/avgk_acc_k3", "test/avgk_acc_k5")
+
+
+def _long_report(tmp_path):
+    root = tmp_path / "wide"
+    for job, loss in enumerate(["ce", "two_head", "bce_wan"]):
+        overrides = [f"loss={loss}", "data.negatives.fraction=0.25", "model.heads=two"]
+        make_run(root / str(job), overrides, {m: 0.123456 * (job + 1) for m in LONG}, kind="multiclass",
+                 data="ambiguous_images")
+    return root
+
+
+@pytest.mark.parametrize("columns", [60, 100])
+def test_report_headers_are_never_cut_on_a_narrow_terminal(tmp_path, capsys, monkeypatch, columns):
+    monkeypatch.setattr("softloss_cli.progress.is_terminal", lambda stream=None: True)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    root = _long_report(tmp_path)
+    assert report.main([str(root), "--metrics", ",".join(LONG), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for name in LONG:  # the split is said once, in the title: headers are the bare names
+        assert f" {name.split('/', 1)[1]} " in out
+    assert "(columns 1-" in out  # too wide for one table: blocks of columns
+    assert max(len(line) for line in out.splitlines() if not line.startswith("wrote ")) <= columns
+
+
+def test_report_piped_is_one_plain_table_of_whole_lines(tmp_path):
+    root = _long_report(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "softloss_cli", "report", str(root), "--metrics", ",".join(LONG),
+                           "--no-plots"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│ loss=")]
+    assert len(rows) == 3 and "\x1b[" not in proc.stdout  # one line per group, no colour codes
+    assert all(line.count("(1)") == len(LONG) for line in rows)
+    assert "*0.3704 (1)" in rows[2] and rows[0].count("*") == 1  # ce: only the lowest oracle gap  # the best cell is marked without colour
+    assert "* = best of its column" in proc.stdout

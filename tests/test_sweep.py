@@ -296,21 +296,21 @@ def test_done_criterion_joblib_sweep_with_one_forced_failure_and_its_report(cli,
     assert "sweep: 3/4 jobs ok" in proc.stdout and "  job 3 failed: FileExistsError" in proc.stdout
 
     ok_runs = [sweep_dir / j for j in ("0", "1", "2")]
-    for run in ok_runs:
-        ea = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-        ea.Reload()
-        assert {"train/loss", "val/accuracy", "test/mae", "final/test/accuracy"} <= set(ea.Tags()["scalars"])
-        # a sweep job: session start and end only; the columns are the sweep's (below)
-        assert len(ea.PluginTagToContent("hparams")) == 2 and "test/confusion_matrix" in ea.Tags()["images"]
+    names = {"0": "loss=ce,seed=0", "1": "loss=ce,seed=1", "2": "loss=rps,seed=0"}
     from tensorboard.plugins.hparams import metadata as hp_metadata
 
-    ea = EventAccumulator(str(sweep_dir / "hparams"))
-    ea.Reload()
-    experiment = hp_metadata.parse_experiment_plugin_data(ea.PluginTagToContent("hparams")[hp_metadata.EXPERIMENT_TAG])
-    columns = {h.name: h for h in experiment.hparam_infos}
-    assert {"loss", "seed", "loss.label_smoothing", "loss.logit_scale"} <= set(columns)  # ce's knob kept
-    assert list(columns["loss"].domain_discrete.values) and {v.string_value for v in columns["loss"].domain_discrete.values} == {"ce", "rps"}
-    assert "final/test/mae" in {m.name.tag for m in experiment.metric_infos}
+    for run in ok_runs:
+        ea = EventAccumulator(str(run / "tb" / names[run.name]), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+        ea.Reload()
+        assert {"train/loss", "val/accuracy", "headline/val_mae", "summary/test_accuracy"} <= set(ea.Tags()["scalars"])
+        # the job's session, and the sweep's columns written into it when the sweep ended
+        assert len(ea.PluginTagToContent("hparams")) == 3 and "test/confusion_matrix" in ea.Tags()["images"]
+        experiment = hp_metadata.parse_experiment_plugin_data(ea.PluginTagToContent("hparams")[hp_metadata.EXPERIMENT_TAG])
+        columns = {h.name: h for h in experiment.hparam_infos}
+        assert {"loss", "seed"} <= set(columns) and "data" not in columns  # what varies, not what is constant
+        assert {v.string_value for v in columns["loss"].domain_discrete.values} == {"ce", "rps"}
+        assert "summary/test_mae" in {m.name.tag for m in experiment.metric_infos}
+    assert not (sweep_dir / "hparams").exists()
 
     report = cli("report", str(sweep_dir))
     assert report.returncode == 0, report.stderr

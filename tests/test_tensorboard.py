@@ -14,6 +14,7 @@ import torch
 
 matplotlib.use("Agg")
 
+from conftest import TINY  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
@@ -78,6 +79,29 @@ def test_single_label_figures_reliability_and_log_scale_confusion():
         matplotlib.pyplot.close(fig)
 
 
+@pytest.mark.parametrize("temperature", [0.2, 5.0])  # over-confident, under-confident
+def test_reliability_legend_explains_every_colour(temperature):
+    """No translucent bar over another (a colour of its own, in no legend): every bar is
+    opaque, and each colour drawn is a legend entry's."""
+    from matplotlib.colors import to_hex
+
+    g = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 10, (2000,), generator=g)
+    logits = torch.randn(2000, 10, generator=g) + 3.0 * torch.nn.functional.one_hot(targets, 10)
+    scores = (logits / temperature).softmax(-1)
+    fig = task_figures(EvalOutputs(logits, targets, scores), Task("multiclass", 10))["reliability"]
+    top = fig.axes[0]
+    bars = [p for p in top.patches]
+    (legend,) = fig.legends
+    legend_colours = {to_hex(h.get_facecolor()) for h in legend.legend_handles if hasattr(h, "get_facecolor")}
+    assert bars and all(p.get_alpha() in (None, 1.0) for p in bars)
+    assert {to_hex(p.get_facecolor()) for p in bars} <= legend_colours
+    labels = [t.get_text() for t in legend.get_texts()]
+    gap = "over-confident: confidence - accuracy" if temperature < 1 else "under-confident: accuracy - confidence"
+    assert gap in labels and "mean confidence of a bin" in labels
+    matplotlib.pyplot.close(fig)
+
+
 def test_confusion_matrix_only_up_to_50_classes_and_partial_uses_its_base_kind():
     assert "confusion_matrix" in task_figures(_outputs(200, 50), Task("multiclass", 50))
     assert "confusion_matrix" not in task_figures(_outputs(200, 51), Task("multiclass", 51))
@@ -100,18 +124,36 @@ def test_multilabel_gets_a_per_label_reliability_diagram_and_no_confusion_matrix
 
 
 def test_custom_scalars_layout_follows_the_task_kind():
+    title = "headline (val per epoch; final val / test)"
     ordinal = scalars_layout({"val/accuracy": 0.1, "val/mae": 2.0, "val/rps": 0.1, "val/nll": 3.0,
                               "train/epoch_loss": 1.0})
-    headline = ordinal["headline (train / val / test)"]
+    headline = ordinal[title]
     assert list(headline) == ["accuracy", "mae", "rps"]
-    assert headline["mae"] == ["Multiline", [r"^(train|val|test)/mae$"]]
+    assert headline["mae"] == ["Multiline", [r"^(val/mae|summary/(val|test)_mae)$"]]
     multiclass = scalars_layout({"val/accuracy": 0.1, "val/nll": 3.0, "val/ece": 0.1})
-    assert list(multiclass["headline (train / val / test)"]) == ["accuracy", "nll", "ece"]
+    assert list(multiclass[title]) == ["accuracy", "nll", "ece"]
     assert multiclass["training"]["loss"] == ["Multiline", [r"^train/(loss|epoch_loss)$"]]
     # A scenario dataset charts its own headline metrics, not the generic multiclass ones.
     routing = scalars_layout({"val/accuracy": 0.1, "val/nll": 3.0, "val/hard_route_acc": 0.5,
                               "val/gate_mean_entropy": 0.2}, "routing_images")
-    assert list(routing["headline (train / val / test)"]) == ["accuracy", "gate_mean_entropy", "hard_route_acc"]
+    assert list(routing[title]) == ["accuracy", "gate_mean_entropy", "hard_route_acc"]
+
+
+def test_headline_and_summary_tags_keep_the_task_order():
+    from softloss_cli.train.logger import headline_metrics_of, headline_scalars, summary_scalars
+
+    values = {"val/mae": 2.0, "val/accuracy": 0.1, "val/nll": 3.0, "train/epoch_loss": 1.5}
+    assert headline_scalars(values, ["accuracy", "mae"]) == {
+        "headline/val_accuracy": 0.1, "headline/val_mae": 2.0, "headline/train_loss": 1.5}
+    metrics = {"val/accuracy": 0.5, "test/accuracy": 0.4, "test/nll": 2.0, "train/neg_violation_rate": 0.1,
+               "val/nll": 1.0, "test/ece": 0.2}
+    assert list(summary_scalars(metrics, ["accuracy", "nll", "neg_violation_rate"])) == [
+        "summary/test_accuracy", "summary/test_nll", "summary/val_accuracy", "summary/val_nll",
+        "summary/train_neg_violation_rate"]
+    # a partial task's headline includes its training-split metric; a scenario dataset has its own
+    assert headline_metrics_of(metrics, "partial") == ["accuracy", "nll", "neg_violation_rate"]
+    assert headline_metrics_of({"val/accuracy": 1.0, "val/hard_route_acc": 1.0}, "multiclass", "routing_images") == [
+        "accuracy", "hard_route_acc"]
 
 
 def test_hparam_values_keys_and_types(compose_cfg):
@@ -131,33 +173,61 @@ def test_hparam_values_keys_and_types(compose_cfg):
     assert plain["loss"] == "CrossEntropyLoss" and plain["model"] == "SmallCNN" and plain["data"] == "ordinal_images"
 
 
-def test_sweep_hparams_summary_is_the_union_of_its_jobs_columns(tmp_path):
+def test_sweep_columns_are_the_hyper_parameters_that_vary(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata as hp_metadata
 
-    from softloss_cli.train.logger import HPARAMS_FILE, write_sweep_hparams
+    from softloss_cli.train.logger import HPARAMS_FILE, sweep_columns, write_sweep_hparams
 
     jobs = {
-        "0": {"hparams": {"loss": "ce", "seed": 0.0, "loss.label_smoothing": 0.1, "loss.penalty": "null"},
-              "metrics": ["final/test/accuracy", "final/val/accuracy"]},
-        "1": {"hparams": {"loss": "nl", "seed": 0.0, "loss.neg_weight": 1.0, "loss.penalty": "qq"},
-              "metrics": ["final/test/accuracy", "final/train/neg_violation_rate"]},
+        "0": {"hparams": {"loss": "ce", "seed": 0.0, "optim.lr": 0.1, "loss.label_smoothing": 0.1,
+                          "loss.penalty": "null"},
+              "defining": ["loss", "seed"], "metrics": ["summary/test_accuracy", "summary/val_accuracy"],
+              "tb": "tb/loss=ce"},
+        "1": {"hparams": {"loss": "nl", "seed": 0.0, "optim.lr": 0.1, "loss.neg_weight": 1.0, "loss.penalty": "qq"},
+              "defining": ["loss", "seed"],
+              "metrics": ["summary/test_accuracy", "summary/val_accuracy", "summary/train_neg_violation_rate"],
+              "tb": "tb/loss=nl"},
     }
+    values, domains, metrics = sweep_columns(list(jobs.values()))
+    # seed and lr are constant; a knob only one loss has, at one value, is not a column
+    assert list(values) == ["loss", "loss.penalty"]
+    assert domains == {"loss": ["ce", "nl"], "loss.penalty": ["null", "qq"]}
+    assert metrics == ["summary/test_accuracy", "summary/val_accuracy", "summary/train_neg_violation_rate"]
+    # one job (or nothing differs): its defining keys
+    assert list(sweep_columns([jobs["0"]])[0]) == ["loss", "seed"]
+
     for name, record in jobs.items():
-        (tmp_path / name).mkdir()
+        (tmp_path / name / record["tb"]).mkdir(parents=True)
         (tmp_path / name / HPARAMS_FILE).write_text(json.dumps(record))
-    assert write_sweep_hparams(tmp_path / "empty", [tmp_path / "missing"]) is None
-    out = write_sweep_hparams(tmp_path, [tmp_path / "0", tmp_path / "1", tmp_path / "missing"])
-    assert out == tmp_path / "hparams"
-    ea = EventAccumulator(str(out))
+    assert write_sweep_hparams(tmp_path, [tmp_path / "missing"]) == []
+    written = write_sweep_hparams(tmp_path, [tmp_path / "0", tmp_path / "1", tmp_path / "missing"])
+    assert written == [tmp_path / "0" / "tb" / "loss=ce", tmp_path / "1" / "tb" / "loss=nl"]
+    assert not (tmp_path / "hparams").exists()  # no folder of its own: it would be a run in every tab
+    write_sweep_hparams(tmp_path, [tmp_path / "0"])  # written again: replaces, never two summaries
+    assert len(list(written[0].glob("events.out.tfevents.*"))) == 1
+    ea = EventAccumulator(str(written[1]))
     ea.Reload()
     experiment = hp_metadata.parse_experiment_plugin_data(ea.PluginTagToContent("hparams")[hp_metadata.EXPERIMENT_TAG])
-    columns = {h.name: h for h in experiment.hparam_infos}
-    assert set(columns) == {"loss", "seed", "loss.label_smoothing", "loss.penalty", "loss.neg_weight"}
-    assert [v.string_value for v in columns["loss"].domain_discrete.values] == ["ce", "nl"]
-    assert [v.string_value for v in columns["loss.penalty"].domain_discrete.values] == ["null", "qq"]
-    assert {m.name.tag for m in experiment.metric_infos} == {
-        "final/test/accuracy", "final/val/accuracy", "final/train/neg_violation_rate"}
+    assert [h.name for h in experiment.hparam_infos] == ["loss", "loss.penalty"]
+    assert [v.string_value for v in experiment.hparam_infos[0].domain_discrete.values] == ["ce", "nl"]
+    assert [m.name.tag for m in experiment.metric_infos] == metrics
+
+
+def test_event_folder_of_a_sweep_job_is_named_by_its_swept_overrides(tmp_path):
+    from softloss_cli.train.logger import event_dir, job_name
+
+    overrides = ["loss=rps", "seed=0", "trainer.epochs=1", "paths.data_root=/x", "hydra.job.chdir=false"]
+    assert job_name(overrides, {"loss", "seed"}) == "loss=rps,seed=0"
+    assert job_name(overrides, set()) == "loss=rps,seed=0,trainer.epochs=1"  # swept keys unknown
+    assert job_name(["data.root=/data/a"], {"data.root"}) == "data.root=_data_a"
+    assert len(job_name([f"k{i}=" + "x" * 20 for i in range(10)], set())) <= 125
+    run = tmp_path / "3"
+    assert event_dir(run, "loss=rps") == run / "tb" / "loss=rps"
+    assert event_dir(run) == run / "tb"
+    (run / "tb" / "loss=rps").mkdir(parents=True)
+    (run / "tb" / "loss=rps" / "events.out.tfevents.1.host").write_bytes(b"")
+    assert event_dir(run) == run / "tb" / "loss=rps"  # a resumed job writes where it started
 
 
 # --------------------------------------------------------------------------- end to end
@@ -179,14 +249,19 @@ def test_run_event_file_holds_scalars_hparams_layout_and_images(tiny_train):
     tags = ea.Tags()
 
     scalars = set(tags["scalars"])
-    assert {"train/loss", "train/lr", "train/epoch_loss", "val/accuracy", "val/mae", "test/accuracy",
-            "test/mae"} <= scalars
-    assert {f"final/{k}" for k in metrics} <= scalars
-    assert not any(k.startswith("final/") for k in metrics)
+    assert {"train/loss", "train/lr", "train/epoch_loss", "val/accuracy", "val/mae", "headline/val_mae",
+            "headline/train_loss", "summary/test_mae", "summary/val_mae"} <= scalars
+    headline = ("accuracy", "mae", "mae_expected", "rps", "qwk", "off1_acc", "group8_sum_mae")
+    # finals: the headline ones only (single points; every metric is in metrics.json and the report)
+    assert {t for t in scalars if t.startswith("summary/")} == {
+        f"summary/{s}_{m}" for s in ("val", "test") for m in headline}
+    assert not any(t.startswith(("test/", "final/")) for t in scalars)
+    assert sorted(scalars)[0].startswith("headline/")  # the group TensorBoard lists first
     assert [e.step for e in ea.Scalars("val/accuracy")] == [e.step for e in ea.Scalars("train/epoch_loss")]
-    assert len(ea.Scalars("val/accuracy")) == 2  # one point per epoch: the final value is under final/
+    assert [e.value for e in ea.Scalars("headline/val_mae")] == [e.value for e in ea.Scalars("val/mae")]
+    assert len(ea.Scalars("val/accuracy")) == 2  # one point per epoch: the final value is under summary/
     for name in ("val/accuracy", "test/mae", "test/qwk"):
-        (event,) = ea.Scalars(f"final/{name}")
+        (event,) = ea.Scalars("summary/" + name.replace("/", "_"))
         assert event.value == pytest.approx(metrics[name], rel=1e-6)  # float32 in the event file
 
     hp = ea.PluginTagToContent("hparams")
@@ -198,18 +273,25 @@ def test_run_event_file_holds_scalars_hparams_layout_and_images(tiny_train):
     assert start.hparams["trainer.epochs"].number_value == 2
     assert start.hparams["data.train_size"].number_value == 256  # an override of the command line
     experiment = hp_metadata.parse_experiment_plugin_data(hp[hp_metadata.EXPERIMENT_TAG])
-    assert {m.name.tag for m in experiment.metric_infos} == {f"final/{k}" for k in metrics}
-    assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
+    assert [m.name.tag for m in experiment.metric_infos] == (
+        [f"summary/test_{m}" for m in headline] + [f"summary/val_{m}" for m in headline])
+    columns = [h.name for h in experiment.hparam_infos]
+    assert columns[:6] == ["data", "model", "loss", "optim", "sched", "seed"]
+    assert {"optim.lr", "trainer.epochs", "data.train_size"} <= set(columns) <= set(start.hparams)
+    assert not any(c.startswith(("paths.", "hydra")) or c == "trainer.progress" for c in columns)
     end = hp_metadata.parse_session_end_info_plugin_data(hp[hp_metadata.SESSION_END_INFO_TAG])
     assert end.status == 1  # STATUS_SUCCESS
-    record = json.loads((run / "hparams.json").read_text())  # what a sweep's union summary reads
+    record = json.loads((run / "hparams.json").read_text())  # what a sweep's columns are built from
     assert record["hparams"]["loss"] == "ce" and record["hparams"]["data.train_size"] == 256
-    assert record["metrics"] == sorted(f"final/{k}" for k in metrics)
+    assert record["metrics"] == [m.name.tag for m in experiment.metric_infos] and record["tb"] == "tb"
+    (text,) = ea.Tensors("config/text_summary")
+    config_text = text.tensor_proto.string_val[0].decode()
+    assert "${" not in config_text and "runs_root: runs\n" in config_text  # ${oc.env:SOFTLOSS_RUNS_ROOT,runs} resolved
 
     (layout_event,) = ea.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)
     layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
     charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
-    assert charts["mae"] == [r"^(train|val|test)/mae$"] and "accuracy" in charts and "rps" in charts
+    assert charts["mae"] == [r"^(val/mae|summary/(val|test)_mae)$"] and "accuracy" in charts and "rps" in charts
 
     assert {"test/reliability", "test/confusion_matrix"} <= set(tags["images"])  # + the scenario's own
     for tag in tags["images"]:
@@ -217,3 +299,53 @@ def test_run_event_file_holds_scalars_hparams_layout_and_images(tiny_train):
         assert image.encoded_image_string[:4] == b"\x89PNG" and image.width > 100
         assert (run / "plots" / f"test_{tag.split('/')[1]}.png").is_file()
     assert json.loads((run / "task.json").read_text())["kind"] == "ordinal"
+
+
+@pytest.mark.slow
+def test_two_job_sweep_in_tensorboard_runs_named_by_overrides_headline_first(cli, tmp_path, data_root):
+    """What TensorBoard's own loader finds in a 2-job sweep: one run per job, named by the
+    overrides the sweep varies, no other run; the headline group first; HPARAMS columns:
+    the varying hyper-parameters, headline test metrics first."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    sweep = tmp_path / "sweep"
+    proc = cli("train", "-m", "loss=ce,rps", "seed=0", "data=ordinal_images", *TINY,
+               f"paths.data_root={data_root}", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(sweep))
+    mux.Reload()
+    assert sorted(mux.Runs()) == ["0/tb/loss=ce", "1/tb/loss=rps"]
+    scalars = mux.PluginRunToTagToContent("scalars")
+    for run in mux.Runs():
+        tags = sorted(scalars[run])
+        assert tags[0].split("/")[0] == "headline" and tags[0] in (
+            "headline/train_loss", "headline/val_accuracy")
+        assert {"headline/val_mae", "headline/val_rps", "headline/val_qwk"} <= set(tags)
+    hparams = mux.PluginRunToTagToContent("hparams")
+    experiments = {hp_metadata.parse_experiment_plugin_data(c[hp_metadata.EXPERIMENT_TAG]).SerializeToString()
+                   for c in hparams.values() if hp_metadata.EXPERIMENT_TAG in c}
+    assert len(experiments) == 1  # every job holds the same columns
+    experiment = hp_metadata.parse_experiment_plugin_data(hparams["0/tb/loss=ce"][hp_metadata.EXPERIMENT_TAG])
+    columns = [h.name for h in experiment.hparam_infos]
+    assert "loss" in columns and not {"seed", "data", "trainer.epochs", "data.train_size"} & set(columns)
+    assert all(c == "loss" or c.startswith("loss.") for c in columns)  # only what differs between ce and rps
+    metric_tags = [m.name.tag for m in experiment.metric_infos]
+    assert metric_tags[:3] == ["summary/test_accuracy", "summary/test_mae", "summary/test_mae_expected"]
+    for job, line in zip(("0", "1"), [ln for ln in proc.stdout.splitlines() if ln.startswith("done:")]):
+        assert line.endswith(str(sweep / job))  # one unwrapped line per job when piped
+        assert line in (sweep / job / "train.log").read_text()  # and the job's log holds it
+
+
+@pytest.mark.slow
+def test_train_log_holds_what_the_terminal_showed(tiny_train):
+    proc, run = tiny_train("data=ordinal_images", "loss=ce", "trainer.progress=plain", "trainer.epochs=2",
+                           "data.train_size=200")  # a size no other test uses: the dataset is generated here
+    shown = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert any(ln.startswith("generating ordinal_images (train 200") and ln.endswith("s") for ln in shown)
+    assert [ln for ln in shown if ln.startswith("epoch ")][:1] and "final metrics" in proc.stdout
+    log = (run / "train.log").read_text()
+    for line in shown:
+        if not line.endswith("..."):  # the start line of a step: its end line is logged
+            assert line.rstrip() in log, line

@@ -252,10 +252,11 @@ def main(args: list[str]) -> int:
 
 
 def _print_table(metrics: dict[str, float], run_dir: Path, opts) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from softloss_cli.progress import console as plain_console
+
+    console = plain_console()  # off a terminal: no wrapped lines
     saved = {}
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():

@@ -7,11 +7,12 @@ from softloss_cli.config import catalog
 
 def print_catalog(args: list[str]) -> None:
     """Rich tables of the data, model and loss choices (losses with the task kinds they accept)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from softloss_cli.progress import console as plain_console
+
     wanted = args or ["data", "model", "loss", "experiment"]
-    console = Console()
+    console = plain_console()  # off a terminal: no wrapped lines
     titles = {"data": "datasets (data=...)", "model": "models (model=...)", "loss": "losses (loss=...)",
               "experiment": "experiment presets (experiment=...)"}
     for group in wanted:

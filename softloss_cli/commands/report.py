@@ -360,28 +360,74 @@ def _runs_line(report: Report) -> str:
     return f"{total} runs: {ok} ok, {len(report.failed)} not ok"
 
 
-def print_report(report: Report) -> None:
-    import sys
+def metric_headers(report: Report) -> tuple[list[str], str]:
+    """Column headers of the metrics, and the split they share (``""`` when they do not).
 
-    from rich.console import Console
+    When every metric is of one split (``test/mae``, ``test/rps``...) the headers drop it
+    (``mae ↓``) and the title names it once: narrower columns, so more of them fit a line.
+    """
+    splits = {m.split("/", 1)[0] for m in report.metrics if "/" in m}
+    shared = splits.pop() if len(splits) == 1 and all("/" in m for m in report.metrics) else ""
+    names = [m.split("/", 1)[1] if shared else m for m in report.metrics]
+    return [f"{n} {_arrow(report, m)}".rstrip() for n, m in zip(names, report.metrics)], shared
+
+
+def column_blocks(widths: list[int], fixed: int, available: int) -> list[list[int]]:
+    """Metric columns (their widths) in consecutive blocks that each fit ``available``
+    characters next to the ``fixed`` columns (group, runs); a column wider than that alone
+    gets a block of its own. Each block is printed as its own table, as pandas wraps a wide
+    frame: no header or cell is ever cut."""
+    blocks: list[list[int]] = [[]]
+    used = fixed
+    for i, w in enumerate(widths):
+        if blocks[-1] and used + w > available:
+            blocks.append([])
+            used = fixed
+        blocks[-1].append(i)
+        used += w
+    return blocks if blocks[0] else []
+
+
+def print_report(report: Report) -> None:
+    """The report's table on stdout: never a cut header or cell.
+
+    On a terminal the metric columns come in blocks that fit its width (the group and runs
+    columns repeated in each); piped or redirected, one table of any width, plain text, no
+    line wrapped (a log or ``grep`` gets whole rows).
+    """
     from rich.table import Table
 
-    # Piped or redirected output: wide enough that group labels are not cut (rich's default is 80).
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    table = Table(title=f"softloss report ({_runs_line(report)})", title_justify="left",
-                  caption="mean ± std (n) over the runs of each group; bold = best of its column")
-    table.add_column("group", style="bold", overflow="fold")
-    table.add_column("runs", justify="right")
-    for m in report.metrics:
-        table.add_column(f"{m} {_arrow(report, m)}", justify="right")
-    for i, g in enumerate(report.groups):
-        cells = []
-        for m in report.metrics:
-            text = cell(g.stats.get(m))
-            cells.append(f"[bold green]{text}[/bold green]" if report.best.get(m) == i else text)
-        runs = f"{len(g.ok_runs)}/{len(g.runs)}"
-        table.add_row(g.label, runs, *cells)
-    console.print(table)
+    from softloss_cli.progress import console as plain_console
+    from softloss_cli.progress import is_terminal
+
+    terminal = is_terminal()
+    console = plain_console()
+    headers, split = metric_headers(report)
+    cells = [[cell(g.stats.get(m)) for m in report.metrics] for g in report.groups]
+    # width of a column in the table: its text plus rich's padding and border (3 characters)
+    widths = [max([len(h)] + [len(row[j]) + 1 for row in cells]) + 3 for j, h in enumerate(headers)]
+    label_width = max([len("group")] + [len(g.label) for g in report.groups]) + 3
+    fixed = min(label_width, 40) + len("runs") + 3 + 1
+    blocks = column_blocks(widths, fixed, console.width if terminal else 10**9) or [[]]
+    title = f"softloss report ({_runs_line(report)})" + (f", {split} split" if split else "")
+    for b, block in enumerate(blocks):
+        more = f" (columns {block[0] + 1}-{block[-1] + 1} of {len(headers)})" if len(blocks) > 1 and block else ""
+        table = Table(title=title + more, title_justify="left",
+                      caption="mean ± std (n) over the runs of each group; "
+                              + ("bold" if terminal else "*") + " = best of its column"
+                      if b == len(blocks) - 1 else None)
+        table.add_column("group", style="bold", overflow="fold")
+        table.add_column("runs", justify="right", no_wrap=True)
+        for j in block:
+            table.add_column(headers[j], justify="right", no_wrap=True, min_width=widths[j] - 3)
+        for i, g in enumerate(report.groups):
+            row = []
+            for j in block:
+                text = cells[i][j]
+                best = report.best.get(report.metrics[j]) == i
+                row.append((f"[bold green]{text}[/bold green]" if terminal else f"*{text}") if best else text)
+            table.add_row(g.label, f"{len(g.ok_runs)}/{len(g.runs)}", *row)
+        console.print(table)
     if report.common:
         console.print("common overrides: " + " ".join(f"{k}={v}" for k, v in report.common.items()), highlight=False)
     for labels in label_lines(report):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from softloss_cli.progress import step
+
 
 def cache_key(name: str, version: int, params: dict) -> str:
     """File stem ``<name>-<10 hex digits>`` for these parameters (order of keys does not matter)."""
@@ -43,7 +45,9 @@ def cached_arrays(
     arrays = _load(path)
     if arrays is not None:
         return arrays
-    arrays = generate()
+    sizes = ", ".join(f"{k[:-5]} {v:,}" for k, v in params.items() if k.endswith("_size") and isinstance(v, int))
+    with step(f"generating {name} ({sizes or 'first use'}), cached in {Path(data_root)}"):
+        arrays = generate()
     manifest = {"generator": name, "version": version, "params": params, "arrays": sorted(arrays)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

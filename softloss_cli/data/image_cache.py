@@ -27,6 +27,7 @@ import torch
 from softloss_cli.data.cache import atomic_write
 from softloss_cli.data.images import load_image
 from softloss_cli.errors import SoftlossError
+from softloss_cli.progress import step
 
 DECODER_VERSION = 2  # bump when load_image's output changes: every old cache entry is then ignored
 ON_BAD_IMAGE = ("fail", "skip")
@@ -89,12 +90,15 @@ def decode_all(paths: list[str], image_size: int, channels: int, cache_dir: Path
     bad: dict[int, str] = {}
     workers = workers or min(8, os.cpu_count() or 1)
     jobs = ((p, image_size, channels) for p in paths)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    where = f", cached in {cache_dir}" if cache_dir is not None else ""
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            step(f"decoding {len(paths):,} images at {image_size}px{where}", total=len(paths)) as bar:
         for i, (image, error) in enumerate(pool.map(_decode_one, jobs, chunksize=16)):
             if error is None:
                 images[i] = image
             else:
                 bad[i] = error
+            bar.advance()
     if npy is not None:
         meta = {"files": len(paths), "image_size": image_size, "channels": channels, "decoder": DECODER_VERSION,
                 "bad": {str(k): v for k, v in bad.items()}, "first_file": paths[0] if paths else None}

@@ -239,7 +239,7 @@ class NegativeLearningLoss(PartialLoss):
     returns a scalar.
     """
 
-    # Measured with configs/experiment/negatives*.yaml without clipping (README, "Negatives").
+    # Measured with configs/experiment/negatives*.yaml without clipping (docs/negatives.md).
     clip_advice = ("with SGD at lr 0.05, one seed in three collapsed to a constant prediction in its first epoch "
                    "on digits and ordinal_images")
 

@@ -47,32 +47,52 @@ def reliability_multilabel(scores: torch.Tensor, targets: torch.Tensor, n_bins: 
     return score_sum / denom, pos_sum / denom, count
 
 
+#: colours of the reliability diagram; every one of them has a legend entry.
+OBSERVED_COLOUR = "tab:blue"
+OVER_COLOUR = "tab:red"  # confidence above the observed rate: over-confident
+UNDER_COLOUR = "tab:orange"  # observed rate above the confidence: under-confident
+
+
 def _diagram(confidence, accuracy, count, *, xlabel: str, ylabel: str, title: str):
-    """Bars of the observed rate per bin over the diagonal, and the bin counts (log scale) below."""
+    """Bars of the observed rate per bin over the diagonal, and the bin counts (log scale) below.
+
+    Every bar is opaque and no two overlap, so every colour on the plot is one of the
+    legend's: the observed rate (blue) up to the bin's mean confidence or to its own top,
+    whichever is lower; the gap between them in red where the confidence is higher
+    (over-confident: the red part sits on top of the blue bar) or in orange where the
+    observed rate is higher (under-confident: the orange part is the top of the bar, above
+    the confidence); a black tick at the mean confidence of every bin.
+    """
     import matplotlib.pyplot as plt
+    import numpy as np
 
     n_bins = len(count)
     edges = torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
     centres = ((edges[:-1] + edges[1:]) / 2).numpy()
     width = 1.0 / n_bins
-    filled = count > 0
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True, layout="constrained",
+    filled = (count > 0).numpy()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 6.0), sharex=True, layout="constrained",
                                       gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
-    acc = torch.where(filled, accuracy, torch.zeros_like(accuracy)).numpy()
-    conf = torch.where(filled, confidence, torch.zeros_like(confidence)).numpy()
-    top.bar(centres[filled.numpy()], acc[filled.numpy()], width=width, edgecolor="black", linewidth=0.5,
-            color="tab:blue", label="observed")
-    # The gap to the diagonal, drawn from the observed value to the bin's mean confidence.
-    gap_bottom = [min(a, c) for a, c in zip(acc[filled.numpy()], conf[filled.numpy()])]
-    gap_height = [abs(a - c) for a, c in zip(acc[filled.numpy()], conf[filled.numpy()])]
-    top.bar(centres[filled.numpy()], gap_height, bottom=gap_bottom, width=width, color="tab:red", alpha=0.3,
-            edgecolor="tab:red", linewidth=0.5, label="gap to mean confidence")
+    x = centres[filled]
+    acc = accuracy.numpy()[filled]
+    conf = confidence.numpy()[filled]
+    low = np.minimum(acc, conf)
+    over = conf > acc
+    top.bar(x, low, width=width, color=OBSERVED_COLOUR, edgecolor="black", linewidth=0.5, label=f"{ylabel} (up to the confidence)")
+    if over.any():
+        top.bar(x[over], (conf - acc)[over], bottom=acc[over], width=width, color=OVER_COLOUR, edgecolor="black",
+                linewidth=0.5, label=f"over-confident: confidence - {ylabel}")
+    if (~over).any():
+        top.bar(x[~over], (acc - conf)[~over], bottom=conf[~over], width=width, color=UNDER_COLOUR,
+                edgecolor="black", linewidth=0.5, label=f"under-confident: {ylabel} - confidence")
+    top.scatter(x, conf, marker="_", s=120, color="black", linewidths=1.5, zorder=3, label="mean confidence of a bin")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel(ylabel)
-    top.set_title(title)
-    top.legend(loc="upper left", fontsize="small")
+    top.set_title(title, fontsize="medium")
+    # Below the plots: inside, the legend would hide bars of one calibration or another.
+    fig.legend(*top.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
     bottom.bar(centres, count.numpy(), width=width, color="grey", edgecolor="black", linewidth=0.5)
     if int(count.max()) > 0:
         bottom.set_yscale("log")
@@ -119,7 +139,7 @@ def confusion_matrix_figure(counts: torch.Tensor, class_names, title: str = "con
 
     Empty cells stay white; the scale starts at 1, so the rare off-diagonal confusions of a
     long-tailed or ordinal task stay visible next to a heavy diagonal. Counts are written in
-    the cells when C <= 12; tick labels are thinned to about 30 per axis.
+    the cells when C <= 12; tick labels are thinned to about 15 per axis.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -128,14 +148,14 @@ def confusion_matrix_figure(counts: torch.Tensor, class_names, title: str = "con
     c = counts.shape[0]
     array = counts.numpy().astype(np.float64)
     masked = np.ma.masked_where(array <= 0, array)
-    size = min(12.0, 3.0 + 0.22 * c)
+    size = min(6.0, 3.0 + 0.1 * c)
     fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     vmax = max(1.0, float(array.max()))
     image = ax.imshow(masked, cmap=cmap, norm=LogNorm(vmin=1.0, vmax=max(vmax, 1.0 + 1e-9)),
                       interpolation="nearest", origin="upper")
     fig.colorbar(image, ax=ax, shrink=0.8, label="count (log scale)")
-    step = max(1, int(np.ceil(c / 30)))
+    step = max(1, int(np.ceil(c / 15)))  # at most ~15 labels an axis: legible in a TensorBoard card
     ticks = np.arange(0, c, step)
     names = [str(class_names[i]) if i < len(class_names) else str(i) for i in ticks]
     ax.set_xticks(ticks, names, rotation=90 if max((len(n) for n in names), default=0) > 2 else 0,

@@ -49,6 +49,6 @@ def ordinal_figures(outputs, task) -> dict:
     handles = ax.get_legend_handles_labels()[0] + counts.get_legend_handles_labels()[0]
     # above the axes: inside, it would hide the head's sample counts or the tail's errors
     ax.legend(handles=handles, fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)
-    ax.set_title("test MAE per true class", loc="left")
+    ax.set_title("test MAE per true class", loc="left", pad=16)  # room for the legend above the axes
     fig.tight_layout()
     return {"mae_per_class": fig}

@@ -24,19 +24,21 @@ def summary_names(metrics: dict[str, float], kind: str | None = None, data: str 
 def print_run_summary(metrics: dict[str, float], run_dir: Path, compact: bool = False, checkpoint: str = "best",
                       kind: str | None = None, data: str | None = None) -> None:
     """A rich table (metric x split) of ``summary_names``; ``compact`` prints one line of the
-    first four headline test metrics (used for sweep jobs)."""
-    from rich.console import Console
+    first four headline test metrics (used for sweep jobs), never wrapped. What is printed
+    also goes to the job's ``train.log``."""
     from rich.table import Table
 
+    from softloss_cli.progress import console as plain_console
+    from softloss_cli.progress import log_only, say
     from softloss_cli.tasks import headline_metrics, infer_kind
 
-    console = Console()
     if compact:
         headline = headline_metrics(kind or infer_kind(metrics), data)
         shown = [n for n in headline if f"test/{n}" in metrics][:4]
         head = ", ".join(f"{n} {metrics[f'test/{n}']:.4f}" for n in shown)
-        console.print(f"done: {head}  -> {run_dir}", highlight=False)
+        say(f"done: {head}  -> {run_dir}")
         return
+    console = plain_console(record=True)  # off a terminal: unwrapped lines; recorded for train.log
     names = summary_names(metrics, kind, data)
     table = Table(title=f"final metrics ({checkpoint} checkpoint)")
     table.add_column("metric")
@@ -49,3 +51,4 @@ def print_run_summary(metrics: dict[str, float], run_dir: Path, compact: bool = 
     if hidden:
         console.print(f"{hidden} more metrics in {run_dir / 'metrics.json'} (softloss report lists them all)")
     console.print(f"run directory: [bold]{run_dir}[/bold]")
+    log_only("\n" + console.export_text().rstrip())

@@ -76,7 +76,8 @@ def _job_key(name: str):
 
 
 def finish_sweep(sweep_dir: Path, overrides: list[str], since: float | None = None, error: str | None = None) -> dict:
-    """Write ``sweep.json`` and the sweep's HPARAMS summary, print the failed jobs; return the summary.
+    """Write ``sweep.json`` and the sweep's HPARAMS columns (into each finished job's event
+    folder: ``train.logger.write_sweep_hparams``), print the failed jobs; return the summary.
 
     ``error``: why the launcher stopped the sweep early (recorded as ``"stopped"``).
     """
@@ -101,8 +102,8 @@ def finish_sweep(sweep_dir: Path, overrides: list[str], since: float | None = No
 
 
 class SweepSummary(Callback):
-    """Writes ``<sweep dir>/sweep.json`` (and ``<sweep dir>/hparams``) and prints the failed
-    jobs when a multirun ends."""
+    """Writes ``<sweep dir>/sweep.json`` (and the sweep's HPARAMS columns) and prints the
+    failed jobs when a multirun ends."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         CURRENT_SWEEP.clear()

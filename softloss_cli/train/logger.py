@@ -4,18 +4,25 @@ TensorBoard is imported only when a run starts (it is slow to import). On resume
 writer purges events past the resumed step and ``history.jsonl`` drops the epochs that
 will be trained again, so curves never hold two copies of an epoch.
 
-What a run's TensorBoard directory (``<run>/tb``) holds:
+Where the events go: ``<run>/tb`` for a single run; ``<job>/tb/<overrides>`` for a sweep
+job, e.g. ``3/tb/loss=rps,seed=1`` (``job_name``: the overrides the sweep varies), because
+TensorBoard names a run by its folder: every tab's run selector then says what each run is.
 
-- scalars ``train/*`` (loss, lr, loss parts every ``log_every`` steps; epoch loss and
-  throughput per epoch), ``val/*`` (every validation metric per epoch), ``test/*`` (the
-  final test metrics, at the last step) and ``final/{val,test,train}/*``: the numbers of
-  ``metrics.json`` (best checkpoint), which the HPARAMS tab reads;
+What a run's event folder holds, in the order TensorBoard's tabs list the groups:
+
+- ``headline/*``: the task's headline metrics (``tasks.headline_metrics``) per epoch on
+  validation (``headline/val_mae``...) and the epoch's training loss (``headline/train_loss``):
+  the first charts TIME SERIES and SCALARS show;
+- ``summary/*``: the final headline numbers of ``metrics.json`` (``summary/test_mae``,
+  ``summary/val_mae`` at the checkpoint ``eval.checkpoint`` names), one point each, which the
+  HPARAMS tab reads (every metric is in ``metrics.json`` and ``softloss report``);
+- ``train/*`` (loss, lr, loss parts every ``log_every`` steps; epoch loss and throughput per
+  epoch) and ``val/*`` (every validation metric per epoch);
 - a custom-scalars layout (tab CUSTOM SCALARS): one chart per headline metric with its
-  ``train``/``val``/``test`` series together, plus the training loss and learning rate;
-- the HPARAMS tab's summaries written by this run's own writer, so the tab lists the run
-  itself (not the sub-run that ``SummaryWriter.add_hparams`` creates) with its
-  hyper-parameters and final metrics (``RunLogger.hparams``; a sweep adds the union of its
-  jobs' columns in ``<sweep>/hparams``);
+  validation curve and its final val/test points, plus the training loss and learning rate;
+- the HPARAMS summaries (``RunLogger.hparams``): a single run's own columns; a sweep job's
+  session only, the sweep's columns being written into every finished job when it ends
+  (``write_sweep_hparams``: the hyper-parameters that vary between its jobs);
 - the resolved config as text and, at the end, the figures registered for the task
   (``test/reliability``, ``test/confusion_matrix``...), also saved as ``plots/test_<name>.png``.
 """
@@ -28,6 +35,8 @@ import re
 import sys
 import time
 from pathlib import Path
+
+from softloss_cli.progress import say
 
 #: overrides that are not hyper-parameters (where the run was written, how it was shown).
 _NOT_HPARAMS = re.compile(r"^(hydra\..*|hydra/.*|paths\..*|trainer\.(progress|log_every|threads|resume))$")
@@ -42,7 +51,9 @@ class RunLogger:
 
         self.run_dir = run_dir
         self.data_name = data_name  # a scenario dataset has its own headline charts
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+        self.tb_dir = event_dir(run_dir, job_name() if _in_multirun() else None)
+        self.writer = SummaryWriter(str(self.tb_dir), purge_step=resume_step)
+        self._headline: list[str] | None = None
         self.history_path = run_dir / "history.jsonl"
         self._layout_written = False
         if start_epoch > 0 and self.history_path.exists():
@@ -60,8 +71,11 @@ class RunLogger:
                 self.writer.add_scalar(name, value, step)
 
     def epoch(self, epoch: int, step: int, values: dict[str, float]) -> None:
-        """Per-epoch numbers to TensorBoard and one line of ``history.jsonl``."""
+        """Per-epoch numbers to TensorBoard (plus their ``headline/*`` copies) and one line of ``history.jsonl``."""
+        if self._headline is None:
+            self._headline = run_headline(values, self.data_name)
         self.scalars(values, step)
+        self.scalars(headline_scalars(values, self._headline), step)
         if not self._layout_written:
             # Written as soon as the validation metric names are known, so a run in progress
             # already has its charts; the same layout of every run is merged by TensorBoard.
@@ -73,18 +87,18 @@ class RunLogger:
         self.writer.flush()
 
     def finish(self, cfg, metrics: dict[str, float], outputs: dict, task, step: int) -> None:
-        """End of the run: final metrics, HPARAMS, figures (test split) and ``task.json``.
+        """End of the run: final headline numbers, HPARAMS, figures (test split) and ``task.json``.
 
-        ``metrics`` are ``metrics.json``'s numbers. ``val/*`` already has its per-epoch curve,
-        so the final (best checkpoint) values go only to ``final/val/*``: a second point at
-        the last step would make the curve jump back to the best epoch. Test (and partial
-        tasks' train) metrics go to ``test/*`` and ``final/*`` alike.
+        ``metrics`` are ``metrics.json``'s numbers. Only the headline ones become scalars
+        (``summary/<split>_<name>``, one point at the last step, read by HPARAMS): forty
+        single-point charts tell a reader nothing that ``softloss report`` does not. The
+        validation curves are not extended: a point at the last step holding the best
+        checkpoint's value would make a curve jump back to the best epoch.
         """
         from softloss_cli.plots.registry import task_figures
 
-        self.scalars({k: v for k, v in metrics.items() if not k.startswith("val/")}, step)
-        self.scalars({f"final/{k}": v for k, v in metrics.items()}, step)
-        self.hparams(cfg, metrics)
+        self.scalars(summary_scalars(metrics, headline_metrics_of(metrics, task.kind, self.data_name)), step)
+        self.hparams(cfg, metrics, task.kind)
         figures = task_figures(outputs["test"], task)
         if figures:
             plots = self.run_dir / "plots"
@@ -97,27 +111,32 @@ class RunLogger:
         write_task(self.run_dir / "task.json", task)
         self.writer.flush()
 
-    def hparams(self, cfg, metrics: dict[str, float]) -> None:
+    def hparams(self, cfg, metrics: dict[str, float], kind: str | None = None) -> None:
         """The HPARAMS tab's summaries, in this run, and ``hparams.json`` beside them.
 
-        Hyper-parameters: see ``hparam_values``; metrics: every ``final/*`` scalar (the
-        values the tab shows are read from those scalars of the same run). A single run
-        writes all three summaries (experiment, session start, session end). A sweep job
-        writes only its session start and end: TensorBoard takes the tab's columns from
-        *one* experiment summary, and one job's would drop the knobs of another job's loss;
-        the sweep writes the union of its jobs' columns when it ends (``write_sweep_hparams``),
-        and until then TensorBoard builds the columns from every job's session.
+        Hyper-parameters: see ``hparam_values`` (all of them in the session, so the tab can
+        filter on any); the columns (the experiment summary) are the run's defining ones
+        (``defining_keys``: group choices, seed, command-line overrides). Metrics: the
+        ``summary/*`` scalars, headline first. A sweep job writes only its session start and
+        end: the sweep writes the columns into every finished job when it ends
+        (``write_sweep_hparams``), and until then TensorBoard builds them from the sessions.
         """
         from torch.utils.tensorboard.summary import hparams
 
-        values = hparam_values(cfg, _run_overrides(self.run_dir), _run_choices())
-        metric_tags = {f"final/{k}": v for k, v in metrics.items() if v is not None and math.isfinite(v)}
-        experiment, session_start, session_end = hparams(values, metric_tags)
-        summaries = [session_start, session_end] if _in_multirun() else [experiment, session_start, session_end]
+        overrides = _run_overrides(self.run_dir)
+        values = hparam_values(cfg, overrides, _run_choices())
+        defining = defining_keys(values, overrides)
+        names = headline_metrics_of(metrics, kind or "", self.data_name)
+        metric_tags = {tag: v for tag, v in summary_scalars(metrics, names).items() if math.isfinite(v)}
+        _, session_start, session_end = hparams(values, metric_tags)
         writer = self.writer._get_file_writer()
-        for summary in summaries:
+        if not _in_multirun():
+            writer.add_summary(_experiment({k: values[k] for k in defining}, list(metric_tags)))
+        for summary in (session_start, session_end):
             writer.add_summary(summary)
-        _write_json(self.run_dir / HPARAMS_FILE, {"hparams": values, "metrics": sorted(metric_tags)})
+        _write_json(self.run_dir / HPARAMS_FILE, {"hparams": values, "defining": defining,
+                                                  "metrics": list(metric_tags),
+                                                  "tb": self.tb_dir.relative_to(self.run_dir).as_posix()})
 
     def close(self) -> None:
         self.writer.close()
@@ -126,28 +145,64 @@ class RunLogger:
 # --------------------------------------------------------------------------- layout and hparams
 
 
-def scalars_layout(values: dict[str, float], data_name: str | None = None) -> dict:
-    """Custom-scalars layout for a run whose per-epoch values are ``values``.
-
-    Category "headline": for each headline metric of the dataset (``tasks.DATA_HEADLINE``,
-    e.g. the routing metrics of ``routing_images``) or else of the task kind
-    (``tasks.HEADLINE``, the kind inferred from the metric names) that the run validates, one multiline chart
-    of ``train/``, ``val/`` and ``test/`` (tags are regular expressions). Category
-    "training": the step and epoch losses, the learning rate and the throughput.
-    """
+def run_headline(values, data_name: str | None = None) -> list[str]:
+    """Bare names of the headline metrics a run validates, in the task's order (the first
+    four validation metrics when the task names none of them)."""
     from softloss_cli.tasks import headline_metrics, infer_kind
 
     names = [n for n in values if n.startswith("val/")]
     bare = {n.split("/", 1)[1] for n in names}
     wanted = [m for m in headline_metrics(infer_kind(names), data_name) if m in bare]
-    wanted = wanted or sorted(bare)[:4]
-    headline = {m: ["Multiline", [rf"^(train|val|test)/{re.escape(m)}$"]] for m in wanted}
+    return wanted or sorted(bare)[:4]
+
+
+def headline_metrics_of(metrics, kind: str, data_name: str | None = None) -> list[str]:
+    """Bare names of the headline metrics of a finished run's ``metrics`` (any split), in order."""
+    from softloss_cli.tasks import headline_metrics, infer_kind
+
+    bare = {n.split("/", 1)[1] for n in metrics if "/" in n}
+    wanted = [m for m in headline_metrics(kind or infer_kind(metrics), data_name) if m in bare]
+    return wanted or sorted(b for b in bare if f"val/{b}" in metrics)[:4]
+
+
+def headline_scalars(values: dict[str, float], names: list[str]) -> dict[str, float]:
+    """``headline/val_<name>`` for each headline name, and ``headline/train_loss`` (the epoch's mean loss)."""
+    out = {f"headline/val_{m}": values[f"val/{m}"] for m in names if f"val/{m}" in values}
+    if "train/epoch_loss" in values:
+        out["headline/train_loss"] = values["train/epoch_loss"]
+    return out
+
+
+def summary_scalars(metrics: dict[str, float], names: list[str]) -> dict[str, float]:
+    """``summary/<split>_<name>`` for the headline ``names``: test first, then val, then train
+    (a partial task's training-split metrics); the tag order is the HPARAMS columns' order."""
+    out = {}
+    for split in ("test", "val", "train"):
+        for m in names:
+            value = metrics.get(f"{split}/{m}")
+            if value is not None:
+                out[f"summary/{split}_{m}"] = value
+    return out
+
+
+def scalars_layout(values: dict[str, float], data_name: str | None = None) -> dict:
+    """Custom-scalars layout for a run whose per-epoch values are ``values``.
+
+    Category "headline": for each headline metric of the dataset (``tasks.DATA_HEADLINE``,
+    e.g. the routing metrics of ``routing_images``) or else of the task kind
+    (``tasks.HEADLINE``, the kind inferred from the metric names) that the run validates,
+    one multiline chart of the validation curve and the final val and test points
+    (``summary/val_<m>``, ``summary/test_<m>``; tags are regular expressions). Category
+    "training": the step and epoch losses, the learning rate and the throughput.
+    """
+    wanted = run_headline(values, data_name)
+    headline = {m: ["Multiline", [rf"^(val/{re.escape(m)}|summary/(val|test)_{re.escape(m)})$"]] for m in wanted}
     training = {
         "loss": ["Multiline", [r"^train/(loss|epoch_loss)$"]],
         "learning rate": ["Multiline", [r"^train/lr$"]],
         "images per second": ["Multiline", [r"^train/images_per_s$"]],
     }
-    return {"headline (train / val / test)": headline, "training": training}
+    return {"headline (val per epoch; final val / test)": headline, "training": training}
 
 
 def _custom_scalars(layout: dict):
@@ -198,59 +253,203 @@ def hparam_values(cfg, overrides: list[str], choices: dict | None = None) -> dic
     return values
 
 
-#: a run's hyper-parameters and final metric tags as its HPARAMS summaries hold them.
-HPARAMS_FILE = "hparams.json"
+def defining_keys(values: dict, overrides: list[str]) -> list[str]:
+    """The hyper-parameters that say what a run is: the group choices, the seed and every
+    key of its command line (``hparam_values``' keys, in that order)."""
+    keys = ["data", "model", "loss", "optim", "sched", "seed"]
+    for item in overrides:
+        key, sep, _ = str(item).partition("=")
+        keys.append(key.lstrip("+~"))
+    return [k for k in dict.fromkeys(keys) if k in values]
 
 
-def write_sweep_hparams(sweep_dir: Path, run_dirs: list[Path]) -> Path | None:
-    """The HPARAMS experiment summary of a sweep: ``<sweep_dir>/hparams/events...``.
-
-    Its columns are the union of its jobs' hyper-parameters (``hparams.json``; a string
-    parameter lists every value the jobs took, so the tab can filter on it) and of their
-    ``final/*`` metrics, so a sweep over losses shows every loss's knobs. TensorBoard opened
-    on the sweep reads this summary; with other experiment summaries under the same logdir
-    (other sweeps, single runs) it picks one of them. Returns the directory written, or None
-    when no job finished.
-    """
-    from torch.utils.tensorboard import SummaryWriter
+def _experiment(values: dict, metric_tags: list[str], domains: dict | None = None):
+    """An HPARAMS experiment summary: these columns, these metric tags, in this order."""
     from torch.utils.tensorboard.summary import hparams
 
+    experiment, _, _ = hparams(values, dict.fromkeys(metric_tags, 0.0), hparam_domain_discrete=domains)
+    return experiment
+
+
+#: a run's hyper-parameters and final metric tags as its HPARAMS summaries hold them.
+HPARAMS_FILE = "hparams.json"
+#: the file-name suffix of the event file a sweep adds to each finished job (its HPARAMS columns).
+SWEEP_COLUMNS_SUFFIX = ".sweep_hparams"
+
+
+def sweep_columns(records: list[dict]) -> tuple[dict, dict, list[str]]:
+    """The HPARAMS columns of a sweep from its jobs' ``hparams.json`` records:
+    ``(values, domains, metric tags)``.
+
+    Hyper-parameters: those that take two values or more among the jobs that have them (a
+    knob only one loss has, at one value, is not a column); with a single job, or when none
+    differ, the first job's defining keys. A string
+    column lists every value the jobs took (so the tab can filter on it); a key that is a
+    number in one job and a string in another becomes a string column. Metrics: the union of
+    the jobs' ``summary/*`` tags, in their first job's order (headline first, test before val).
+    """
+    keys: dict[str, None] = {}
+    for record in records:
+        keys.update(dict.fromkeys(record["hparams"]))
+    varying = [k for k in keys if len({json.dumps(r["hparams"][k]) for r in records if k in r["hparams"]}) > 1]
+    if not varying and records:
+        varying = list(records[0].get("defining") or records[0]["hparams"])
     values: dict[str, float | str] = {}
-    domains: dict[str, list] = {}
-    metric_tags: dict[str, float] = {}
+    seen: dict[str, list] = {}
+    for key in varying:
+        taken = [r["hparams"][key] for r in records if key in r["hparams"]]
+        if any(isinstance(v, str) for v in taken) and not all(isinstance(v, str) for v in taken):
+            taken = [v if isinstance(v, str) else f"{v:g}" for v in taken]
+        values[key] = taken[0]
+        if isinstance(taken[0], str):
+            seen[key] = sorted(set(taken))
+    metric_tags: dict[str, None] = {}
+    for record in records:
+        metric_tags.update(dict.fromkeys(record["metrics"]))
+    return values, seen, list(metric_tags)
+
+
+def write_sweep_hparams(sweep_dir: Path, run_dirs: list[Path]) -> list[Path]:
+    """The HPARAMS columns of a sweep (``sweep_columns``), written as one more event file into
+    each finished job's event folder (``*.sweep_hparams``).
+
+    Not a folder of its own: TensorBoard would list it as a run in every tab's run selector.
+    Every job holds the same columns, so whichever one TensorBoard reads (it reads one
+    experiment summary per logdir) describes the whole sweep. Returns the folders written
+    (none when no job finished). ``sweep_dir`` is where the jobs live (not written to).
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    found = []
     for run_dir in run_dirs:
         path = Path(run_dir) / HPARAMS_FILE
-        if not path.is_file():
-            continue
-        record = json.loads(path.read_text())
-        for key, value in record["hparams"].items():
-            values.setdefault(key, value)
-            if isinstance(values[key], str) and isinstance(value, str) and value not in domains.setdefault(key, []):
-                domains[key].append(value)
-        metric_tags.update(dict.fromkeys(record["metrics"], 0.0))
-    if not values:
-        return None
-    # A key that is a number in one job and a string in another ("null") becomes a string column.
-    strings = {k for k in values if isinstance(values[k], str)}
-    domains = {k: sorted(v) for k, v in domains.items() if k in strings}
-    experiment, _, _ = hparams(values, dict(sorted(metric_tags.items())), hparam_domain_discrete=domains)
-    out = Path(sweep_dir) / "hparams"
-    writer = SummaryWriter(str(out))
-    writer._get_file_writer().add_summary(experiment)
-    writer.close()
-    return out
+        if path.is_file():
+            record = json.loads(path.read_text())
+            folder = Path(run_dir) / record["tb"] if record.get("tb") else event_dir(Path(run_dir))
+            found.append((record, folder))
+    if not found:
+        return []
+    values, domains, metric_tags = sweep_columns([record for record, _ in found])
+    experiment = _experiment(values, metric_tags, domains)
+    written = []
+    for _, folder in found:
+        for old in folder.glob(f"events.out.tfevents.*{SWEEP_COLUMNS_SUFFIX}"):
+            old.unlink()  # a sweep finished again (re-run into its directory): one set of columns
+        writer = SummaryWriter(str(folder), filename_suffix=SWEEP_COLUMNS_SUFFIX)
+        writer._get_file_writer().add_summary(experiment)
+        writer.close()
+        written.append(folder)
+    return written
 
 
-def render_figure(fig, dpi: int = 100):
-    """A matplotlib figure as an RGB ``uint8`` array ``[H, W, 3]`` (drawn once), then closed."""
+# --------------------------------------------------------------------------- where events go
+
+
+def job_name(overrides: list[str] | None = None, swept: set[str] | None = None) -> str:
+    """A sweep job's name for TensorBoard: its overrides of the keys the sweep varies, in
+    command-line order (``loss=rps,seed=0``); all its hyper-parameter overrides when the
+    swept keys are unknown; ``job<N>`` when it has none. ``/`` in a value becomes ``_``
+    (it would nest folders); names past 120 characters are cut and end with the job number.
+    """
+    num = ""
+    if overrides is None or swept is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            hc = HydraConfig.get()
+            num = str(hc.job.num)
+            overrides = list(hc.overrides.task) if overrides is None else overrides
+            swept = _swept_keys(hc) if swept is None else swept
+        except (ImportError, ValueError):
+            overrides = overrides or []
+    items = []
+    for item in overrides:
+        key, sep, _ = str(item).partition("=")
+        key = key.lstrip("+~")
+        if sep and not _NOT_HPARAMS.match(key) and (not swept or key in swept):
+            items.append(str(item).lstrip("+~"))
+    name = ",".join(items).replace("/", "_") or f"job{num}"
+    if len(name) > 120:
+        name = f"{name[:110]}...job{num}"
+    return name
+
+
+def _swept_keys(hc) -> set[str]:
+    """Keys this multirun varies: comma lists, ranges and choices of the sweep's command line
+    (``<sweep dir>/multirun.yaml``, written before any job starts) and the sweeper's own
+    ``params`` (an experiment preset's grid, an Optuna search space). Empty when unknown."""
+    keys = {str(k).lstrip("+~") for k in (hc.sweeper.get("params") or {})}
+    path = Path(str(hc.sweep.dir)) / "multirun.yaml"
+    if path.is_file():
+        import yaml
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        try:
+            task = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task") or []
+            for o in OverridesParser.create().parse_overrides([str(t) for t in task]):
+                if o.is_sweep_override():
+                    keys.add(o.get_key_element().lstrip("+~"))
+        except Exception:  # noqa: BLE001 - an unreadable file only costs the short name
+            pass
+    return keys
+
+
+def event_dir(run_dir: Path, name: str | None = None) -> Path:
+    """The folder of a run's event files: ``<run>/tb``, or ``<run>/tb/<name>`` for a sweep job.
+
+    A folder already holding events wins (a resumed sweep job runs as a single run, and must
+    go on writing where it started): ``<run>/tb`` itself, or its only sub-folder with events.
+    """
+    tb = Path(run_dir) / "tb"
+    if any(tb.glob("events.out.tfevents.*")):
+        return tb
+    existing = [d for d in tb.iterdir() if d.is_dir() and any(d.glob("events.out.tfevents.*"))] if tb.is_dir() else []
+    if len(existing) == 1:
+        return existing[0]
+    return tb / name if name else tb
+
+
+def resolved_yaml(cfg) -> str:
+    """The config as YAML with its interpolations resolved (``${oc.env:...}`` -> the value),
+    as the TEXT tab shows it; unresolved where a value cannot be resolved here."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_yaml(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - e.g. a resolver only Hydra's launching process has
+        return OmegaConf.to_yaml(cfg)
+
+
+#: widest figure in TensorBoard and ``plots/`` (inches at ``FIGURE_DPI``: 500 px).
+#: TensorBoard shows an image at most a card wide (about 330 px in IMAGES, less in TIME
+#: SERIES), so a figure drawn 1000 px wide is shrunk until its text cannot be read. Drawn
+#: this narrow, with the text at its size in points, it is shrunk little and stays legible.
+FIGURE_MAX_WIDTH_IN = 5.0
+FIGURE_DPI = 100
+
+
+def render_figure(fig, max_width_in: float = FIGURE_MAX_WIDTH_IN, dpi: int = FIGURE_DPI):
+    """A matplotlib figure as an RGB ``uint8`` array ``[H, W, 3]``, drawn once at ``dpi``,
+    then closed. A figure wider than ``max_width_in`` is narrowed to it (its height kept:
+    text keeps its size in points, so it grows relative to the plot) and laid out again;
+    the image is cropped to what is drawn (``bbox_inches="tight"``), so a legend placed
+    outside the axes is never cut."""
+    import io
+
     import matplotlib.pyplot as plt
     import numpy as np
+    from PIL import Image
 
-    fig.set_dpi(dpi)
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    w, h = fig.get_size_inches()
+    if w > max_width_in:
+        fig.set_size_inches(max_width_in, h)
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08, facecolor="white")
     plt.close(fig)
-    return image
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB")).copy()
 
 
 def _save_png(image, path: Path) -> None:
@@ -373,4 +572,4 @@ class Progress:
         if self.mode == "none":
             return
         shown = "  ".join(f"{k} {v:.4g}" for k, v in summary.items())
-        print(f"epoch {self.epoch + 1}/{self.num_epochs}  {shown}  ({time.perf_counter() - self.t0:.1f}s)", flush=True)
+        say(f"epoch {self.epoch + 1}/{self.num_epochs}  {shown}  ({time.perf_counter() - self.t0:.1f}s)")

@@ -3,6 +3,7 @@ then evaluate the best checkpoint on val and test and write the run's files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,10 +20,11 @@ from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
+from softloss_cli.progress import mirror_warnings, quiet
 from softloss_cli.train import checkpoint as ckpt
 from softloss_cli.train import distributed, preload
 from softloss_cli.train.evaluate import metric_threads, predict, to_eval_outputs
-from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger
+from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger, resolved_yaml
 from softloss_cli.train.precision import Precision, resolve_precision
 from softloss_cli.train.run_notes import announce_data, complete_task_record, resolve_monitor
 from softloss_cli.train.step import forward_loss_fn
@@ -115,6 +117,7 @@ def check_run_values(cfg: DictConfig) -> None:
 
 def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as ``cfg`` says, in ``run_dir``; return the final metrics (also in metrics.json)."""
+    mirror_warnings()  # train.log holds what the terminal showed, warnings included
     check_run_values(cfg)
     t = cfg.trainer
     if t.get("threads"):
@@ -128,7 +131,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not t.get("deterministic", False)
     ckpt.seed_everything(cfg.seed)
-    data, loss_fn, model = build_setup(cfg, device)
+    with contextlib.nullcontext() if dist.is_main and t.progress != "none" else quiet():
+        data, loss_fn, model = build_setup(cfg, device)
     if getattr(loss_fn, "clip_advice", None) and not cfg.trainer.grad_clip:
         import warnings
 
@@ -180,9 +184,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     # trainer.compile compiles the model and the loss together (train/step.py).
     forward_loss, train_model = forward_loss_fn(train_model, loss_fn, precision, backend, dist.distributed)
 
-    config_yaml = OmegaConf.to_yaml(cfg)  # once: TensorBoard's config text and every last.pt
+    config_yaml = OmegaConf.to_yaml(cfg)  # once: every last.pt (TensorBoard shows it resolved)
     if dist.is_main:
-        logger = RunLogger(run_dir, config_yaml, resume_step=step if t.resume else None, start_epoch=start_epoch,
+        logger = RunLogger(run_dir, resolved_yaml(cfg), resume_step=step if t.resume else None, start_epoch=start_epoch,
                            data_name=cfg.data.name)
     else:
         logger = distributed.NullLogger()
