@@ -24,7 +24,10 @@ import loss_cost  # noqa: E402
 
 LOSSES = {k: v for k, v in loss_cost.loss_choices().items() if not isinstance(v, Exception)}
 # Losses with a closed-form row function (the others are one fused torch call already).
-ROW_LOSSES = sorted(set(LOSSES) - {"ce", "epr", "negated_ce", "positives_only"})
+# Losses with no row function on the fused path: plain torch ops (ce, epr, negated_ce,
+# positives_only) or closed-form gradients computed eagerly (the ordinal heads' and kappa losses).
+PLAIN = {"ce", "epr", "negated_ce", "positives_only", "coral", "corn", "clm", "unimodal", "wk", "mce", "mce_wk"}
+ROW_LOSSES = sorted(set(LOSSES) - PLAIN)
 needs_compiler = pytest.mark.skipif(not fused.available(torch.device("cpu")), reason="no C++ compiler for inductor")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
