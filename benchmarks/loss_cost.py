@@ -20,19 +20,35 @@ CLASSES = (30, 100, 1081)
 TARGET, TARGET_TWO_HEAD = 1.5, 2.5
 
 
-def loss_choices() -> dict[str, object]:
-    """name -> loss module: every shipped loss config, then registered losses without one."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+def instantiate_config(path):
+    """The loss a ``configs/loss/*.yaml`` file describes: Hydra's ``instantiate`` where Hydra is
+    installed, else the same for these flat files (``_target_`` plus keyword arguments), so the
+    benchmark also runs where only torch is (the lent GPU machine)."""
+    try:
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+    except ImportError:
+        import importlib
 
+        import yaml
+
+        cfg = yaml.safe_load(path.read_text())
+        module, _, name = cfg.pop("_target_").rpartition(".")
+        return getattr(importlib.import_module(module), name)(**cfg), module + "." + name
+    cfg = OmegaConf.load(path)
+    return instantiate(cfg), cfg.get("_target_")
+
+
+def loss_choices() -> dict[str, object]:
+    """name -> loss module: every shipped loss config, then registered losses without one (as
+    other branches add them, e.g. ``coral``, ``wk``), each with its defaults."""
     from softloss_cli.losses import LOSSES
 
     out, targets = {}, set()
     for path in sorted((REPO / "softloss_cli" / "configs" / "loss").glob("*.yaml")):
-        cfg = OmegaConf.load(path)
-        targets.add(cfg.get("_target_"))
         try:
-            out[path.stem] = instantiate(cfg)
+            out[path.stem], target = instantiate_config(path)
+            targets.add(target)
         except Exception as exc:  # a loss being written right now must not stop the benchmark
             out[path.stem] = exc
     for entry in LOSSES.entries():
@@ -59,6 +75,9 @@ def make_inputs(loss, b: int, c: int, device, generator):
     else:  # partial: (label, is_positive), half of them negative labels
         target = torch.stack([labels, (torch.rand(b, generator=generator) < 0.5).long()], dim=1)
     aux = {}
+    native = getattr(loss, "native_key", None)  # coral/corn: the head's [B, C-1] outputs, not the logits
+    if native:
+        aux[native] = (torch.randn(b, c - 1, generator=generator) * 3).to(device).requires_grad_(True)
     if getattr(loss, "needs_aux", False):
         aux["aux_logits"] = (torch.randn(b, c, generator=generator) * 3).to(device).requires_grad_(True)
     return logits, target.to(device), aux
@@ -80,8 +99,20 @@ def time_loss(loss, logits, target, aux, inner: int, sync) -> float:
     return best
 
 
-def measure(device_name: str = "cpu", repeats: int = 7, classes=CLASSES, batch: int = B, names=None) -> dict:
+def path_taken(before: dict, after: dict) -> str:
+    """Which path the calls between two snapshots of ``fused.counts`` took: fused, eager or both."""
+    ran = {path for key, n in after.items() if n > before.get(key, 0) for path in [key[1]]}
+    return "+".join(sorted(ran)) if ran else "plain torch"
+
+
+def measure(device_name: str = "cpu", repeats: int = 7, classes=CLASSES, batch: int = B, names=None,
+            modes=("auto", "off")) -> dict:
+    """``{loss: {C: {mode: {ratio, ms, ce_ms, path}}}}``: forward + backward time of each loss in
+    each fused mode (``losses/fused.py``: ``auto`` is the default path, ``off`` the eager one,
+    ``on`` compiled) over ``ce``'s, paired and interleaved repeats, medians."""
     import torch
+
+    from softloss_cli.losses import fused
 
     device = torch.device(device_name)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -98,25 +129,30 @@ def measure(device_name: str = "cpu", repeats: int = 7, classes=CLASSES, batch: 
             if isinstance(loss, Exception):
                 results.setdefault(name, {})[c] = f"n/a ({type(loss).__name__}: {str(loss).splitlines()[0][:60]})"
                 continue
+            cell = results.setdefault(name, {}).setdefault(c, {})
             try:
                 loss = loss.to(device)
                 # The same generator seed: the same logit values as CE's (and the same labels
                 # for losses on class indices).
                 logits, target, aux = make_inputs(loss, batch, c, device, torch.Generator().manual_seed(c))
-                for _ in range(2):  # warm-up: allocator, first-call dispatch
-                    time_loss(loss, logits, target, aux, 1, sync)
-                    time_loss(ce, ce_logits, ce_target, {}, 1, sync)
-                ratios, secs, ce_secs = [], [], []
-                for _ in range(repeats):
-                    s = time_loss(loss, logits, target, aux, inner, sync)
-                    s_ce = time_loss(ce, ce_logits, ce_target, {}, inner, sync)
-                    ratios.append(s / s_ce)
-                    secs.append(s)
-                    ce_secs.append(s_ce)
-                results.setdefault(name, {})[c] = {"ratio": median(ratios), "ms": 1e3 * median(secs),
-                                                   "ce_ms": 1e3 * median(ce_secs)}
+                for mode in modes:
+                    with fused.mode_as(mode):
+                        before = dict(fused.counts)
+                        for _ in range(2):  # warm-up: compilation, allocator, first-call dispatch
+                            time_loss(loss, logits, target, aux, 1, sync)
+                            time_loss(ce, ce_logits, ce_target, {}, 1, sync)
+                        path = path_taken(before, fused.counts)
+                        ratios, secs, ce_secs = [], [], []
+                        for _ in range(repeats):
+                            s = time_loss(loss, logits, target, aux, inner, sync)
+                            s_ce = time_loss(ce, ce_logits, ce_target, {}, inner, sync)
+                            ratios.append(s / s_ce)
+                            secs.append(s)
+                            ce_secs.append(s_ce)
+                    cell[mode] = {"ratio": median(ratios), "ms": 1e3 * median(secs), "ce_ms": 1e3 * median(ce_secs),
+                                  "path": path}
             except Exception as exc:
-                results.setdefault(name, {})[c] = f"error ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
+                results[name][c] = f"error ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
     return results
 
 
@@ -125,23 +161,36 @@ def target_for(name: str) -> float:
 
 
 def render(results: dict, classes, device: str) -> tuple[str, list[str]]:
+    """A markdown table (default path's ratio, its time and path; the eager path's ratio beside it)
+    and the losses over target on the default path."""
     rows, missed = [], []
     for name in sorted(results, key=lambda n: (n != "ce", n)):
         cells = []
         worst = 0.0
         for c in classes:
             r = results[name].get(c)
-            if isinstance(r, dict):
-                cells.append(f"{r['ratio']:.2f}x ({r['ms']:.2f} ms)")
-                worst = max(worst, r["ratio"])
+            if isinstance(r, dict) and "auto" in r:
+                a = r["auto"]
+                eager = f"; eager {r['off']['ratio']:.2f}x" if "off" in r and a["path"] != r["off"]["path"] else ""
+                cells.append(f"{a['ratio']:.2f}x ({a['ms']:.2f} ms, {a['path']}{eager})")
+                worst = max(worst, a["ratio"])
             else:
                 cells.append(str(r))
+                worst = float("inf")
         ok = worst <= target_for(name)
         if not ok:
             missed.append(name)
         rows.append([f"`{name}`", *cells, f"<= {target_for(name)}x", "**met**" if ok else "**missed**"])
     header = ["loss", *(f"C = {c}" for c in classes), "target", f"{device}"]
     return table(header, rows), missed
+
+
+def describe(device: str, batch: int, repeats: int) -> str:
+    where = "CPU, one thread" if device == "cpu" else "GPU"
+    return (f"**{where}**, B = {batch}, forward + backward, ratio to `ce` (median of {repeats} paired repeats, each "
+            "the fastest of a few calls), on the default path (`fused`: the closed-form row function compiled by "
+            "`torch.compile`, losses/fused.py; `eager`: the same run as tensor ops; `plain torch`: a loss with no "
+            "row function); where the default is fused, the eager path's ratio follows:")
 
 
 def run(repeats: int = 7, quick: bool = False, gpu: bool = False) -> Section:
@@ -161,19 +210,16 @@ def run(repeats: int = 7, quick: bool = False, gpu: bool = False) -> Section:
             torch.set_num_threads(threads)
         data[device] = results
         md, missed = render(results, classes, device)
-        where = "CPU, one thread" if device == "cpu" else "GPU"
-        parts += [f"**{where}**, B = {batch}, forward + backward, ratio to `ce` (median of {repeats} paired "
-                  f"repeats, each the fastest of a few calls; the loss's own time in parentheses):", "", md, ""]
+        parts += [describe(device, batch, repeats), "", md, ""]
         n = len(results)
         verdicts.append((f"loss cost, {device} ({n} losses)", f"{n - len(missed)} of {n} within target",
                          f"<= {TARGET}x ce (two_head {TARGET_TWO_HEAD}x)", not missed))
         if missed:
-            parts.append(f"Over target on {device}: {', '.join(f'`{m}`' for m in missed)}. What bounds them: `ce` is "
-                         "one fused kernel forward and one backward; a loss written as a chain of tensor ops "
-                         "(softmax, cumsum, weights, log1p...) makes one pass over B x C per op, forward and "
-                         "backward, and the ratio grows with that count (and with any work outside torch).")
+            parts.append(f"Over target on {device}: {', '.join(f'`{m}`' for m in missed)}.")
             parts.append("")
     if not gpu:
-        parts.append("**GPU**: not measured in this session (no CUDA device); see the GPU section for the command.")
+        parts += ["<!-- device:loss -->", "**GPU**: not measured in this session (no CUDA device); "
+                  "`benchmarks/device_run.sh` measures it and `benchmarks/fold_device.py` puts it here.",
+                  "<!-- /device:loss -->"]
     data["verdicts"] = verdicts
     return Section("Loss cost", "\n".join(parts), data)

@@ -14,6 +14,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu  # noqa: E402
 import loss_cost  # noqa: E402
+import loss_step  # noqa: E402
 import metrics_scale  # noqa: E402
 import overhead  # noqa: E402
 
@@ -52,15 +53,60 @@ def test_run_all_refuses_fewer_than_five_repeats_and_unknown_sections():
     proc = subprocess.run([*RUN_ALL, "--only", "startup,warp"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].endswith(
-        "error: unknown section(s) warp; choose from startup, loss, metrics, overhead, own_data, gpu")
+        "error: unknown section(s) warp; choose from startup, loss, step, metrics, overhead, own_data, gpu")
 
 
 def test_loss_cost_covers_every_shipped_loss():
     losses = loss_cost.loss_choices()
     shipped = {p.stem for p in (REPO / "softloss_cli" / "configs" / "loss").glob("*.yaml")}
     assert shipped <= set(losses) and "ce" in losses
-    results = loss_cost.measure("cpu", repeats=5, classes=(7,), batch=32, names={"ce"})
-    assert results["ce"][7]["ratio"] > 0
+    results = loss_cost.measure("cpu", repeats=5, classes=(7,), batch=32, names={"ce", "rps"})
+    assert results["ce"][7]["auto"]["ratio"] > 0 and results["ce"][7]["auto"]["path"] == "plain torch"
+    # a small input: the auto path is the eager one (no compilation), as in mode off
+    assert results["rps"][7]["auto"]["path"] == results["rps"][7]["off"]["path"] == "eager"
+    table, _ = loss_cost.render(results, (7,), "cpu")
+    assert "| `rps` |" in table and "eager" in table
+
+
+def test_loss_cost_reads_configs_without_hydra(monkeypatch):
+    """The GPU machine has torch but not Hydra: the loss configs are read with PyYAML there."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_hydra(name, *args, **kwargs):
+        if name.split(".")[0] in ("hydra", "omegaconf"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_hydra)
+    loss, target = loss_cost.instantiate_config(REPO / "softloss_cli" / "configs" / "loss" / "cdw_ce.yaml")
+    assert target == "softloss_cli.losses.ClassDistanceWeightedCELoss" and loss.alpha == 1.0
+
+
+def test_loss_step_measures_every_loss_relative_to_ce():
+    m = loss_step.measure("cpu", quick=True, names={"ce", "rps", "two_head", "nl", "bce"})
+    assert set(m["losses"]) == {"ce", "rps", "two_head", "nl", "bce"}
+    assert all(isinstance(r, dict) and r["ratio"] > 0 for r in m["losses"].values()), m["losses"]
+    assert m["losses"]["ce"]["ratio"] == 1.0
+    table, _ = loss_step.render(m)
+    assert "| `two_head` |" in table
+
+
+def test_fold_device_replaces_the_gpu_blocks(tmp_path):
+    import fold_device
+
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("# x\n<!-- device:loss -->\nnot measured\n<!-- /device:loss -->\n"
+                     "<!-- device:step -->\nnot measured\n<!-- /device:step -->\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "env.json").write_text('{"device": "NVIDIA H200", "torch": "2.11", "triton": "3.6"}')
+    (run / "loss.md").write_text("| loss | C = 30 |\n|---|---|\n| `ce` | 1.00x |\n")
+    assert fold_device.main([str(run), "--benchmarks", str(bench)]) == 0
+    text = bench.read_text()
+    assert "NVIDIA H200" in text and "| `ce` | 1.00x |" in text
+    assert text.count("not measured") == 1  # the step block: not in this run, left as it was
 
 
 @pytest.mark.parametrize("case", sorted(metrics_scale.CASES))

@@ -10,6 +10,7 @@ import torch
 from softloss_cli.config.compat import check_loss_task
 from softloss_cli.errors import SoftlossError
 from softloss_cli.losses import LOSSES
+from softloss_cli.losses.base import row_loss
 from softloss_cli.losses.multilabel import AsymmetricLoss, BCELoss, FocalLoss, SoftmaxMultiLabelLoss
 from softloss_cli.tasks import Task
 
@@ -319,43 +320,44 @@ def _gc_inputs(seed: int = 0, b: int = 5, c: int = 7):
 
 @pytest.mark.parametrize("uniform", [True, False])
 def test_softmax_ml_rows_gradcheck(uniform):
-    from softloss_cli.losses.multilabel import _softmax_ml_rows
+    from softloss_cli.losses.multilabel import softmax_ml_rows
 
     z, t = _gc_inputs(1)
-    assert torch.autograd.gradcheck(lambda x: _softmax_ml_rows(x, t, uniform), (z,))
+    assert torch.autograd.gradcheck(lambda x: row_loss(softmax_ml_rows, x, t, uniform)[0], (z,))
 
 
 def test_bce_rows_gradcheck():
     from softloss_cli.losses.multilabel import bce_rows
 
     z, t = _gc_inputs(2)
-    assert torch.autograd.gradcheck(lambda x: bce_rows(x, t), (z,))
+    assert torch.autograd.gradcheck(lambda x: row_loss(bce_rows, x, t)[0], (z,))
 
 
 @pytest.mark.parametrize(("gamma", "a_pos", "a_neg"), [(2.0, 1.0, 1.0), (1.5, 0.75, 0.25), (0.0, 1.0, 1.0), (3.0, 0.25, 0.75)])
 def test_focal_rows_gradcheck(gamma, a_pos, a_neg):
-    from softloss_cli.losses.multilabel import _focal_rows
+    from softloss_cli.losses.multilabel import focal_rows
 
     z, t = _gc_inputs(3)
-    assert torch.autograd.gradcheck(lambda x: _focal_rows(x, t, gamma, a_pos, a_neg), (z,))
+    assert torch.autograd.gradcheck(lambda x: row_loss(focal_rows, x, t, gamma, a_pos, a_neg, scale=-1.0)[0], (z,))
 
 
 @pytest.mark.parametrize(("gamma_neg", "gamma_pos", "clip"),
                          [(4.0, 0.0, 0.05), (2.0, 1.0, 0.0), (0.5, 0.5, 0.2), (0.0, 0.0, 0.0), (0.0, 2.0, 0.1),
                           (1.0, 0.0, 0.05), (1.5, 0.0, 0.1)])
 def test_asl_rows_gradcheck(gamma_neg, gamma_pos, clip):
-    from softloss_cli.losses.multilabel import _asl_rows
+    from softloss_cli.losses.multilabel import asl_rows
 
     z, t = _gc_inputs(4)
-    assert torch.autograd.gradcheck(lambda x: _asl_rows(x, t, gamma_neg, gamma_pos, clip, False), (z,))
+    assert torch.autograd.gradcheck(
+        lambda x: row_loss(asl_rows, x, t, gamma_neg, gamma_pos, clip, False, scale=-1.0)[0], (z,))
 
 
 def test_asl_rows_detached_weights_gradient():
     # detach_weights: the gradient of sum w * log-terms with the weights held constant.
-    from softloss_cli.losses.multilabel import _asl_rows
+    from softloss_cli.losses.multilabel import asl_rows
 
     z, t = _gc_inputs(5)
-    _asl_rows(z, t, 3.0, 2.0, 0.05, True).sum().backward()
+    row_loss(asl_rows, z, t, 3.0, 2.0, 0.05, True, scale=-1.0)[0].sum().backward()
     x = z.detach().clone().requires_grad_()
     s = torch.sigmoid(x)
     pm = (s - 0.05).clamp_min(0)

@@ -302,9 +302,13 @@ def test_bad_targets_are_refused_with_a_clear_message():
 # ---------------------------------------------------------------- hand-derived gradients (gradcheck, float64)
 
 
+@pytest.mark.parametrize("all_rows", [False, True])
 @pytest.mark.parametrize("neg_weight", [1.0, 0.3])
-def test_nl_rows_gradcheck(neg_weight):
-    from softloss_cli.losses.negative import _nl_rows
+def test_nl_rows_gradcheck(neg_weight, all_rows):
+    """Both ways of handling the rows where 1 - p_l underflows: a subset (eager CPU) and every
+    row (CUDA, compiled)."""
+    from softloss_cli.losses.base import row_loss
+    from softloss_cli.losses.negative import nl_rows
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(6, 5, generator=g, dtype=torch.float64) * 2
@@ -313,7 +317,8 @@ def test_nl_rows_gradcheck(neg_weight):
     z[2, 2] += 5.0  # a negative label holding p > 1/2
     z[4, 4] += 60.0  # 1 - p_l ~ e^-60: the log-domain (leave-one-out) path
     z.requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: _nl_rows(x, label, positive, neg_weight)[0], (z,))
+    assert torch.autograd.gradcheck(
+        lambda x: row_loss(nl_rows, x, label, positive, neg_weight, all_rows=all_rows)[0], (z,))
 
 
 def test_only_nl_asks_for_gradient_clipping():

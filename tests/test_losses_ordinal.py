@@ -433,7 +433,8 @@ def test_experiment_preset_composes_the_sweep(compose_cfg):
     assert cfg.data.name == "ordinal_images"
     assert cfg.model._target_.endswith("SmallCNN")
     params = cfg.hydra.sweeper.params
-    assert [s.strip() for s in params.loss.split(",")] == ["ce", "rps", "ev_l1", "ev_l1_ce", "cdw_ce", "emd2", "sord"]
+    assert [s.strip() for s in params.loss.split(",")] == ["ce", "rps", "ev_l1", "ev_l1_ce", "cdw_ce", "emd2", "sord",
+                                                           "coral", "corn", "clm", "unimodal", "wk"]
     assert [s.strip() for s in str(params.seed).split(",")] == ["0", "1", "2"]
     assert catalog.describe("experiment", "ordinal")
 
@@ -469,38 +470,48 @@ def _gc_logits(seed: int, b: int = 6, c: int = 7, scale: float = 2.0):
 
 @pytest.mark.parametrize("gaps", [None, [1.0, 3.0, 0.5, 2.0, 1.0, 4.0]])
 def test_cdf_rows_gradcheck(gaps):
-    from softloss_cli.losses.ordinal import _cdf_rows
+    from softloss_cli.losses.base import row_loss
+    from softloss_cli.losses.ordinal import cdf_rows
 
     z, y = _gc_logits(0)
     g = None if gaps is None else torch.tensor(gaps, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x: _cdf_rows(x, y, g), (z,))
+    assert torch.autograd.gradcheck(lambda x: row_loss(cdf_rows, x, y, g, scale=-2.0)[0], (z,))
 
 
 @pytest.mark.parametrize("ce_weight", [0.0, 0.7])
 def test_ev_l1_rows_gradcheck(ce_weight):
-    from softloss_cli.losses.ordinal import _ev_l1_rows
+    from softloss_cli.losses.base import row_loss
+    from softloss_cli.losses.ordinal import ev_l1_rows
 
     z, y = _gc_logits(1)
     values = torch.tensor([0.0, 1.0, 4.0, 10.0, 11.0, 12.5, 20.0], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x: _ev_l1_rows(x, y, values, ce_weight)[0], (z,))
+    assert torch.autograd.gradcheck(lambda x: row_loss(ev_l1_rows, x, y, values, ce_weight)[0], (z,))
 
 
+@pytest.mark.parametrize("all_rows", [False, True])
 @pytest.mark.parametrize("alpha", [1.0, 0.0, 2.5])
-def test_cdw_rows_gradcheck(alpha):
-    from softloss_cli.losses.ordinal import _cdw_rows
+def test_cdw_rows_gradcheck(alpha, all_rows):
+    """Both ways of handling rows where 1 - p_top underflows: a subset (eager CPU) and every
+    row (CUDA, compiled); with the per-class table and with per-sample weights."""
+    from softloss_cli.losses.base import row_loss
+    from softloss_cli.losses.ordinal import cdw_rows
 
     z, y = _gc_logits(2)
     with torch.no_grad():
         z[2, 3] += 6.0  # a top class with p > 1/2
         z[3, 1] += 60.0  # 1 - p_top ~ e^-60: the log-domain (leave-one-out) path
-    w = ClassDistanceWeightedCELoss(alpha=alpha).weight_rows(y, 7, torch.device("cpu")).double()
-    assert torch.autograd.gradcheck(lambda x: _cdw_rows(x, w), (z,))
+    loss = ClassDistanceWeightedCELoss(alpha=alpha)
+    table = loss.weight_table(y, 7, torch.device("cpu")).double()
+    w = loss.weight_rows(y, 7, torch.device("cpu")).double()
+    assert torch.autograd.gradcheck(lambda x: row_loss(cdw_rows, x, y, table, True, all_rows=all_rows)[0], (z,))
+    assert torch.autograd.gradcheck(lambda x: row_loss(cdw_rows, x, y, w, False, all_rows=all_rows)[0], (z,))
 
 
 def test_kl_rows_gradcheck():
-    from softloss_cli.losses.ordinal import _kl_rows
+    from softloss_cli.losses.base import row_loss
+    from softloss_cli.losses.ordinal import kl_rows
 
     z, y = _gc_logits(3)
     log_q = SoftOrdinalLoss(alpha=1.5).log_soft_targets(y, 7, torch.device("cpu")).double()
     q = log_q.exp()
-    assert torch.autograd.gradcheck(lambda x: _kl_rows(x, q, (q * log_q).sum(1), q.sum(1)), (z,))
+    assert torch.autograd.gradcheck(lambda x: row_loss(kl_rows, x, None, q, (q * log_q).sum(1), q.sum(1))[0], (z,))

@@ -342,7 +342,7 @@ def _outputs(seed: int, n: int, c: int) -> EvalOutputs:
     return EvalOutputs(logits=logits.float(), targets=y, scores=probs.float())
 
 
-BASE = {"accuracy", "nll", "brier", "ece", "mean_max_prob", "mean_entropy"}
+BASE = {"accuracy", "nll", "brier", "ece", "mce", "rmsce", "mean_max_prob", "mean_entropy"}
 
 
 @pytest.mark.parametrize(
@@ -416,3 +416,42 @@ def test_group_rejects_mismatched_task_and_outputs():
     neg = EvalOutputs(logits=outputs.logits, targets=outputs.targets, scores=outputs.scores - 0.5)
     with pytest.raises(ValueError, match="scores must be non-negative"):
         cm.classification_metrics(neg, Task("multiclass", 4))
+
+
+# ---------------------------------------------------------------- maximum and RMS calibration error
+
+
+def _ref_gaps(probs, targets, n_bins):
+    conf, correct, bins = _ref_bins(probs, targets, n_bins)
+    return [(len(m), sum(correct[i] for i in m) / len(m) - sum(conf[i] for i in m) / len(m)) for m in bins if m]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n,c", [(1, 2), (50, 3), (700, 10)])
+@pytest.mark.parametrize("n_bins", [1, 5, 15])
+def test_mce_and_rmsce_match_loops(seed, n, c, n_bins):
+    _, probs, y = _random(seed, n, c)
+    gaps = _ref_gaps(probs, y, n_bins)
+    mce = max(abs(g) for _, g in gaps)
+    rmsce = math.sqrt(sum(m / n * g * g for m, g in gaps))
+    assert cm.max_calibration_error(probs, y, n_bins) == pytest.approx(mce, abs=1e-12)
+    assert cm.rms_calibration_error(probs, y, n_bins) == pytest.approx(rmsce, abs=1e-12)
+    ece = cm.ece(probs, y, n_bins)
+    assert ece <= cm.rms_calibration_error(probs, y, n_bins) + 1e-12 <= cm.max_calibration_error(probs, y, n_bins) + 2e-12
+
+
+def test_mce_and_rmsce_hand_computed():
+    # two bins of 4: confidences 0.9 (3 right of 4: gap 0.15) and 0.6 (1 right of 4: gap 0.35)
+    probs = torch.tensor([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 4, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 0, 1, 1, 1])
+    assert cm.max_calibration_error(probs, y, 10) == pytest.approx(0.35)
+    assert cm.rms_calibration_error(probs, y, 10) == pytest.approx(math.sqrt(0.5 * 0.15**2 + 0.5 * 0.35**2))
+    assert cm.ece(probs, y, 10) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match=r"n_bins must be >= 1, got 0"):
+        cm.max_calibration_error(probs, y, 0)
+
+
+def test_calibration_directions():
+    from softloss_cli.metrics import lower_is_better
+
+    assert lower_is_better("test/mce") and lower_is_better("val/rmsce") and lower_is_better("test/ece")

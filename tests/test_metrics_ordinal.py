@@ -14,7 +14,8 @@ from softloss_cli.tasks import Task
 
 SEEDS = (0, 1, 2)
 SIZES = ((8, 2), (37, 5), (500, 30), (1000, 7))  # (N, C)
-ORDINAL_KEYS = {"mae", "mae_expected", "rps", "qwk", "off1_acc", "amae", "group8_sum_mae", "group8_sum_mae_argmax"}
+ORDINAL_KEYS = {"mae", "mae_expected", "rps", "qwk", "off1_acc", "amae", "mmae", "ms", "group8_sum_mae",
+                "group8_sum_mae_argmax"}
 
 
 def _random(seed: int, n: int, c: int, scale: float = 3.0):
@@ -269,7 +270,42 @@ def test_metric_group_refuses_a_class_count_mismatch():
 
 
 def test_directions():
-    for name in ("mae", "mae_expected", "rps", "amae", "group8_sum_mae", "group8_sum_mae_argmax"):
+    for name in ("mae", "mae_expected", "rps", "amae", "mmae", "group8_sum_mae", "group8_sum_mae_argmax"):
         assert lower_is_better(f"test/{name}"), name
-    for name in ("qwk", "off1_acc"):
+    for name in ("qwk", "off1_acc", "ms"):
         assert not lower_is_better(f"val/{name}"), name
+
+
+# ---------------------------------------------------------------- MMAE and minimum sensitivity
+
+
+def ref_per_class(scores, targets, values):
+    errors: dict[int, list[float]] = {}
+    hits: dict[int, list[float]] = {}
+    for s, y in zip(scores.tolist(), targets.tolist()):
+        pred = _argmax(s)
+        errors.setdefault(y, []).append(abs(values[pred] - values[y]))
+        hits.setdefault(y, []).append(1.0 if pred == y else 0.0)
+    return ({k: sum(e) / len(e) for k, e in errors.items()}, {k: sum(h) / len(h) for k, h in hits.items()})
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n,c", SIZES)
+def test_mmae_and_ms_match_loops(seed, n, c):
+    logits, _, targets = _random(seed, n, c, scale=1.0)
+    values = _values(seed, c)
+    mae_k, recall_k = ref_per_class(logits, targets, values)
+    assert om.mmae(logits, targets, values) == pytest.approx(max(mae_k.values()), abs=1e-12)
+    assert om.minimum_sensitivity(logits, targets) == pytest.approx(min(recall_k.values()), abs=1e-12)
+    assert om.mmae(logits, targets, values) >= om.amae(logits, targets, values)
+
+
+def test_mmae_and_ms_hand_computed_with_an_absent_class():
+    # classes 0..3, class 2 never a target: it is skipped by both
+    targets = torch.tensor([0, 0, 1, 3, 3, 3])
+    pred = torch.tensor([0, 1, 1, 0, 3, 2])
+    scores = torch.nn.functional.one_hot(pred, 4).double()
+    # per class MAE: 0 -> (0 + 1) / 2, 1 -> 0, 3 -> (3 + 0 + 1) / 3; recall: 1/2, 1, 1/3
+    assert om.mmae(scores, targets) == pytest.approx(4 / 3)
+    assert om.minimum_sensitivity(scores, targets) == pytest.approx(1 / 3)
+    assert om.mmae(scores, targets, values=[0, 10, 20, 30]) == pytest.approx(40 / 3)

@@ -113,7 +113,7 @@ def test_sweep_plans_expand_presets_and_name_the_jobs_that_cannot_be_composed():
     assert planned_jobs(["hparams_search=optuna", "data=digits"]) is None  # Optuna picks its own jobs
     assert check_sweep_jobs(["model=small_cnn,mlp", "model.channels=[8]", "hydra.sweep.dir=/x"]) == [
         "job 1 of the sweep (model=mlp model.channels=[8]) cannot be composed and will be recorded as failed: "
-        "unknown config key 'model.channels'; keys under model: _target_, dropout, heads, hidden"]
+        "unknown config key 'model.channels'; keys under model: _target_, dropout, head, head_link, heads, hidden"]
     # the first job itself: named too (the rest cannot be planned without its config)
     assert check_sweep_jobs(["model=mlp,small_cnn", "model.channels=[8]"])[0].startswith(
         "job 0 of the sweep (model=mlp model.channels=[8]) cannot be composed and will be recorded as failed: ")
@@ -130,7 +130,7 @@ def test_a_job_that_cannot_be_composed_fails_alone(cli, tmp_path, data_root, lau
     proc = cli("train", "-m", f"hydra/launcher={launcher}", "model=small_cnn,mlp", "model.channels=[8]", "data=fake",
                *TINY, f"paths.data_root={data_root}", f"hydra.sweep.dir={sweep_dir}")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    reason = "cannot be composed: unknown config key 'model.channels'; keys under model: _target_, dropout, heads, hidden"
+    reason = "cannot be composed: unknown config key 'model.channels'; keys under model: _target_, dropout, head, head_link, heads, hidden"
     assert "softloss: warning: job 1 of the sweep (model=mlp model.channels=[8] " in proc.stderr  # told up front
     assert "Traceback" not in proc.stderr
     status = _statuses(sweep_dir)

@@ -13,4 +13,5 @@ from softloss_cli.registry import import_families
 __all__ = ["LOSSES", "PENALTIES", "ClassificationLoss", "SoftmaxLoss", "CrossEntropyLoss"]
 
 # Family modules register their losses on import; their public names are re-exported here.
-import_families("softloss_cli.losses", ("confidence", "ordinal", "negative", "multilabel", "average_k"), globals())
+import_families("softloss_cli.losses", ("confidence", "ordinal", "ordinal_heads", "unimodal", "kappa", "negative", "multilabel",
+                                    "average_k"), globals())

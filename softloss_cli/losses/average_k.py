@@ -21,12 +21,12 @@ which does not care about the scale. Logs are ``logsigmoid``/``softplus`` of the
 (Cole et al. add ``1e-5`` inside ``log(p)``; we need no epsilon), in float32 with
 autocast off.
 
-Cost: the BCE terms compute their values and closed-form gradients in one pass
-(``base.RowLossWithGrad``); on CPU the batch's ``(K-1)*B`` largest probabilities are found
-among the entries above a threshold estimated from a strided sample (then ``topk`` on those
-few), instead of a ``topk`` over all ``B x C`` entries. ``two_head`` stays at about 3x ``ce``
-on CPU: besides the softmax it runs a full BCE on its second ``[B, C]`` head, whose
-``softplus`` and ``sigmoid`` (two transcendental passes) alone cost about one ``ce``.
+Cost: the BCE terms compute their values and closed-form gradients in one row function
+(``base.row_loss``, compiled by ``losses/fused.py`` where that pays); on CPU the batch's
+``(K-1)*B`` largest probabilities are found among the entries above a threshold estimated
+from a strided sample (then ``topk`` on those few), instead of a ``topk`` over all ``B x C``
+entries. ``two_head`` costs more than ``ce``: besides the softmax it trains a second
+``[B, C]`` head with a BCE (a ``softplus`` and a ``sigmoid`` per entry) and picks the pseudo-labels.
 """
 
 from __future__ import annotations
@@ -34,32 +34,45 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, with_grad
-from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows
+from softloss_cli.losses import fused
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, reduce_loss, row_loss
+from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows, softplus_sigmoid
 
 __all__ = ["TwoHeadLoss", "AssumeNegativeLoss", "WeakAssumeNegativeLoss", "ExpectedPositiveLoss"]
 
 THRESHOLD_MODES = ("batch", "running")
 
 
-def _bce_one_hot_rows(z: torch.Tensor, target: torch.Tensor, neg_weight: float, scale: float) -> torch.Tensor:
-    """``scale * [softplus(-z_y) + neg_weight * sum_{c != y} softplus(z_c)]`` per row, with its gradient.
+def bce_one_hot_rows(z: torch.Tensor, target: torch.Tensor, neg_weight: float, scale: float, want_grad: bool = True):
+    """``scale * [softplus(-z_y) + neg_weight * sum_{c != y} softplus(z_c)]`` per row, and its gradient.
 
-    BCE on the one-hot label with the negatives weighted ``neg_weight``; ``z [B, C]``,
-    ``target [B]``; returns ``[B]``. Gradient: ``scale * neg_weight * sigmoid(z_c)`` off the
-    label, ``scale * (sigmoid(z_y) - 1)`` at it.
+    BCE on the one-hot label with the negatives weighted ``neg_weight``; ``z [B, C]`` detached,
+    ``target [B]``; returns ``(values [B], grad [B, C] or None)``. Gradient:
+    ``scale * neg_weight * sigmoid(z_c)`` off the label, ``scale * (sigmoid(z_y) - 1)`` at it.
     """
-    zd = z.detach()
+    zd = z
     idx = target.long()[:, None]
     z_y = zd.gather(1, idx)
     sp = F.softplus(zd)
     sp.scatter_(1, idx, 0.0)
     values = (sp.sum(dim=1) * neg_weight + F.softplus(-z_y).squeeze(1)) * scale
     grad = None
-    if needs_grad(z):
+    if want_grad:
         grad = torch.sigmoid(zd).mul_(scale * neg_weight)
         grad.scatter_(1, idx, (torch.sigmoid(z_y) - 1.0) * scale)
-    return with_grad(z, values, grad)
+    return values, grad
+
+
+@fused.variant_of(bce_one_hot_rows)
+def bce_one_hot_rows_fused(z: torch.Tensor, target: torch.Tensor, neg_weight: float, scale: float,
+                           want_grad: bool = True):
+    """``bce_one_hot_rows`` for the compiled path: the label's entries chosen with a mask."""
+    is_y = torch.arange(z.shape[1], device=z.device)[None, :] == target.long()[:, None]
+    sp, s = softplus_sigmoid(z)
+    # softplus(-z) = softplus(z) - z at the label, softplus(z) off it
+    values = torch.where(is_y, sp - z, neg_weight * sp).sum(dim=1) * scale
+    grad = torch.where(is_y, s - 1.0, neg_weight * s) * scale if want_grad else None
+    return values, grad
 
 
 def _top_entries(values: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,27 +179,35 @@ class TwoHeadLoss(SoftmaxLoss):
         self.register_buffer("running_threshold", torch.tensor(float("nan")))
         self._parts: dict[str, torch.Tensor] = {}
 
+    def _extra(self, b: int, c: int) -> int:
+        """The pseudo-positives a batch of ``b`` samples gets besides its labels: ``round((K - 1) b)``."""
+        return min(max(int(round((self.k - 1.0) * b)), 0), b * (c - 1))
+
     @torch.no_grad()
     def pseudo_labels(self, probs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(t float [B, C], boundary probability)`` from detached softmax probabilities."""
-        b, c = probs.shape
-        extra = min(max(int(round((self.k - 1.0) * b)), 0), b * (c - 1))
+        # Probabilities are >= 0, so -1 keeps the true entries out of the top (K-1) B.
+        return self._pseudo_from_others(probs.clone().scatter_(1, target.long()[:, None], -1.0), target)
+
+    @torch.no_grad()
+    def _pseudo_from_others(self, others: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pseudo_labels`` from the probabilities with -1 at each row's label (``others [B, C]``)."""
+        b, c = others.shape
+        extra = self._extra(b, c)
         if extra == 0:
-            return F.one_hot(target.long(), c).float(), torch.full((), float("nan"), device=probs.device)
-        # Probabilities are >= 0, so -1 keeps the true entries out of the top `extra`.
+            return F.one_hot(target.long(), c).float(), torch.full((), float("nan"), device=others.device)
         idx = target.long()[:, None]
-        others = probs.clone().scatter_(1, idx, -1.0).reshape(-1)
-        boundary, index = _top_entries(others, extra)
+        boundary, index = _top_entries(others.reshape(-1), extra)
         if self.threshold == "batch":
-            pseudo = torch.zeros(b * c, dtype=probs.dtype, device=probs.device)
+            pseudo = torch.zeros(b * c, dtype=others.dtype, device=others.device)
             pseudo[index] = 1.0
             return pseudo.view(b, c).scatter_(1, idx, 1.0), boundary
-        running = self.running_threshold.to(probs.device)
+        running = self.running_threshold.to(others.device)
         if self.training:
             ema = self.momentum * running + (1.0 - self.momentum) * boundary
             running = torch.where(torch.isnan(running), boundary, ema)  # the first batch starts the average
             self.running_threshold = running
-        return (others.view(b, c) >= running).float().scatter_(1, idx, 1.0), running
+        return (others >= running).float().scatter_(1, idx, 1.0), running
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, aux_logits: torch.Tensor | None = None,
                    **aux) -> torch.Tensor:
@@ -195,20 +216,16 @@ class TwoHeadLoss(SoftmaxLoss):
         if aux_logits.shape != logits.shape:
             raise ValueError(f"aux_logits {tuple(aux_logits.shape)} must be shaped like logits {tuple(logits.shape)}")
         _check_labels(logits, target, "two_head")  # the shape check
-        # CE and its gradient p - onehot from the one softmax the pseudo-labels need:
-        # log p_y = (z_y - max z) + log p_max, where p_max >= 1/C never underflows.
-        zd = logits.detach()
-        probs = torch.softmax(zd, dim=1)
-        ce = (zd.amax(dim=1) - zd.gather(1, target[:, None]).squeeze(1)) - probs.amax(dim=1).log()
-        pseudo, boundary = self.pseudo_labels(probs, target)
-        grad = probs.scatter_add_(1, target[:, None], torch.full_like(ce[:, None], -1.0)) if needs_grad(logits) else None
-        ce = with_grad(logits, ce, grad)
-        bce = bce_rows(aux_logits, pseudo) / logits.shape[1]
+        ce, others = row_loss(two_head_ce_rows, logits, target)
+        pseudo, boundary = self._pseudo_from_others(others, target)
+        bce = row_loss(bce_rows, aux_logits, pseudo)[0] / logits.shape[1]
         self._parts = {
             "ce": ce.mean().detach(),
             "aux_bce": bce.mean().detach(),
             "pseudo_threshold": boundary.detach(),
-            "pseudo_positives": pseudo.sum(dim=1).mean(),
+            # batch threshold: exactly the labels plus the extra entries (no pass over pseudo)
+            "pseudo_positives": (torch.full((), 1.0 + self._extra(*logits.shape) / logits.shape[0], device=logits.device)
+                                 if self.threshold == "batch" else pseudo.sum(dim=1).mean()),
         }
         return ce + self.aux_weight * bce
 
@@ -216,6 +233,20 @@ class TwoHeadLoss(SoftmaxLoss):
         loss = super().forward(logits, target, **aux)
         self.last_parts.update(self._parts)
         return loss
+
+
+def two_head_ce_rows(z: torch.Tensor, target: torch.Tensor, want_grad: bool = True):
+    """CE of the softmax head and what its pseudo-labels need, from one softmax.
+
+    ``z [B, C]`` detached, ``target [B]``. Returns ``(ce [B], grad [B, C] or None, others
+    [B, C])``: ``grad = p - onehot(y)``, ``others`` = ``p`` with -1 at each row's label.
+    ``log p_y = (z_y - max z) + log p_max``, where ``p_max >= 1/C`` never underflows.
+    """
+    idx = target[:, None]
+    probs = torch.softmax(z, dim=1)
+    ce = (z.amax(dim=1) - z.gather(1, idx).squeeze(1)) - probs.amax(dim=1).log()
+    grad = probs.scatter_add(1, idx, torch.full_like(ce[:, None], -1.0)) if want_grad else None
+    return ce, grad, probs.scatter_(1, idx, -1.0)
 
 
 class _SinglePositiveLoss(SigmoidLoss):
@@ -241,7 +272,7 @@ class AssumeNegativeLoss(_SinglePositiveLoss):
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         _check_labels(logits, target, "bce_an")  # the shape check
-        return _bce_one_hot_rows(logits, target, 1.0, 1.0 / logits.shape[1])
+        return row_loss(bce_one_hot_rows, logits, target, 1.0, 1.0 / logits.shape[1])[0]
 
 
 @LOSSES.register("bce_wan", "BCE on the one-hot label, negatives weighted 1/(C-1) (Cole et al. 2021)")
@@ -262,7 +293,7 @@ class WeakAssumeNegativeLoss(_SinglePositiveLoss):
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         _check_labels(logits, target, "bce_wan")  # the shape check
         gamma = 1.0 / max(logits.shape[1] - 1, 1)
-        return _bce_one_hot_rows(logits, target, gamma, 1.0 / logits.shape[1])
+        return row_loss(bce_one_hot_rows, logits, target, gamma, 1.0 / logits.shape[1])[0]
 
 
 @LOSSES.register("epr", "positive term + expected-positive regulariser (Cole et al. 2021)")

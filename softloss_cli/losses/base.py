@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from softloss_cli.losses import fused
 from softloss_cli.losses.regularisers import PENALTIES, load_balance
 from softloss_cli.registry import Registry
 
@@ -61,6 +62,13 @@ class ClassificationLoss(nn.Module):
 
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Hook for schedules inside a loss (annealed temperatures); default: nothing."""
+
+
+def scaled_float(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """``float32(logits) * scale``, without the multiply (a pass over ``B x C``, forward and
+    backward) when ``scale`` is 1."""
+    z = logits.float()
+    return z if scale == 1.0 else z * scale
 
 
 class SoftmaxLoss(ClassificationLoss):
@@ -135,7 +143,7 @@ class SoftmaxLoss(ClassificationLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         # float32 with autocast off: bf16/fp16 log-probabilities underflow and give inf/NaN.
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            z = logits.float() * self.logit_scale
+            z = scaled_float(logits, self.logit_scale)
             aux32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in aux.items()}
             main = reduce_loss(self.per_sample(z, target, **aux32), self.reduction)
             parts = {"main": main.detach()}
@@ -184,11 +192,23 @@ def with_grad(z: torch.Tensor, values: torch.Tensor, grad: torch.Tensor | None, 
     return RowLossWithGrad.apply(z, values, grad, scale)
 
 
+def row_loss(fn, z: torch.Tensor, *args, scale: float = 1.0, **kwargs):
+    """Run a closed-form row function and attach its gradient: ``(values [B] with gradient, *extras)``.
+
+    ``fn(z.detach(), *args, want_grad=..., **kwargs)`` returns ``(values [B], grad [B, C] or
+    None, *extras)`` with ``grad = d values_i / d z_i`` (times ``1 / scale``); it runs through
+    ``fused.call`` (compiled into few kernels where that pays, else eagerly). ``want_grad`` is
+    False when autograd needs no gradient of ``z`` (evaluation), so ``fn`` skips it.
+    """
+    values, grad, *extras = fused.call(fn, z.detach(), *args, want_grad=needs_grad(z), **kwargs)
+    return (with_grad(z, values, grad, scale), *extras)
+
+
 #: below this, ``sum_{k != i} p_k`` is recomputed in the log domain (its terms may have underflowed).
 LOO_UNDERFLOW = 1e-20
 
 
-def log1m_softmax_at(log_p: torch.Tensor, p: torch.Tensor, index: torch.Tensor):
+def log1m_softmax_at(log_p: torch.Tensor, p: torch.Tensor, index: torch.Tensor, all_rows: bool | None = None):
     """``log(1 - p_i)`` per row at the class ``index[b]``, exact for any logits.
 
     Args:
@@ -200,10 +220,13 @@ def log1m_softmax_at(log_p: torch.Tensor, p: torch.Tensor, index: torch.Tensor):
     p_k = 1 - p_i`` without rounding (``log1m`` is ``log1p(-p_i)`` where ``p_i <= 1/2`` and
     ``log(rest)`` above); where ``rest < LOO_UNDERFLOW`` (``need``) its terms may have
     underflowed, and ``log1m`` is the leave-one-out ``logsumexp_{k != i} log_p_k`` instead,
-    computed for the rows ``rows`` (those rows on CPU; every row on other devices, so that no
-    host sync is needed); ``v`` holds ``p_k / (1 - p_i)`` for ``k != i`` (0 at ``i``) on those
-    rows, for gradients.
+    computed for the rows ``rows`` (those rows on CPU, eagerly), or with ``all_rows`` (default:
+    on other devices, so that no host sync is needed, and under ``torch.compile``, which wants
+    no data-dependent shape) for every row, ``rows`` then None; ``v`` holds ``p_k / (1 - p_i)``
+    for ``k != i`` (0 at ``i``) on those rows, for gradients.
     """
+    if all_rows is None:
+        all_rows = p.device.type != "cpu" or torch.compiler.is_compiling()
     idx = index[:, None]
     p_i = p.gather(1, idx).squeeze(1)
     p.scatter_(1, idx, 0.0)
@@ -211,7 +234,12 @@ def log1m_softmax_at(log_p: torch.Tensor, p: torch.Tensor, index: torch.Tensor):
     p.scatter_(1, idx, p_i[:, None])
     log1m = torch.where(p_i <= 0.5, torch.log1p(-p_i), torch.log(rest))
     need = rest < LOO_UNDERFLOW
-    rows = need.nonzero().squeeze(1) if p.device.type == "cpu" else torch.arange(p.shape[0], device=p.device)
+    if all_rows:
+        masked = log_p.scatter(1, idx, float("-inf"))
+        loo = torch.logsumexp(masked, dim=1)
+        v = masked.sub_(loo[:, None]).exp_()
+        return torch.where(need, loo, log1m), rest, need, None, v
+    rows = need.nonzero().squeeze(1)
     v = None
     if rows.numel():
         masked = log_p.index_select(0, rows).scatter_(1, idx.index_select(0, rows), float("-inf"))

@@ -13,12 +13,11 @@ softmax CE (also a sum over classes) so that one learning rate suits all four.
 Everything is computed in float32 with autocast off, from ``softplus``/``logsigmoid`` forms
 (never ``log`` of an underflowed sigmoid), so the losses are finite for logits of any size.
 
-Cost. Each loss computes its per-sample values and, in the same pass, its gradient in closed
-form (``base.RowLossWithGrad``): backward is one multiply instead of one autograd node per
-tensor op, and the work is done in place on few ``[B, C]`` buffers. ``asl`` and ``focal``
-stay at about 2-3.5x ``ce``'s cost on CPU: per entry they need a sigmoid, a log and a dozen
-elementwise products for the value and the gradient (each a pass over B x C in eager
-PyTorch), against the one fused softmax kernel of ``ce``.
+Cost. Each loss computes its per-sample values and, with them, its gradient in closed form
+(``base.row_loss``): backward is one multiply instead of one autograd node per tensor op.
+Eagerly, ``asl`` and ``focal`` cost 2-5x ``ce`` (a sigmoid, a log and a dozen elementwise
+products per entry, each a pass over B x C); the fused path (``losses/fused.py``) compiles
+each row function into one loop over the logits, which brings them near ``ce``.
 """
 
 from __future__ import annotations
@@ -26,13 +25,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from softloss_cli.losses import fused
 from softloss_cli.losses.base import (
     LOSSES,
     ClassificationLoss,
     SoftmaxLoss,
-    needs_grad,
     reduce_loss,
-    with_grad,
+    row_loss,
 )
 
 __all__ = ["SigmoidLoss", "SoftmaxMultiLabelLoss", "BCELoss", "AsymmetricLoss", "FocalLoss"]
@@ -106,7 +105,7 @@ class SoftmaxMultiLabelLoss(SoftmaxLoss):
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         check_multihot(logits, target, "softmax_ml")
-        return _softmax_ml_rows(logits, target.to(logits.dtype), self.empty == "uniform")
+        return row_loss(softmax_ml_rows, logits, target.to(logits.dtype), self.empty == "uniform")[0]
 
 
 @LOSSES.register("bce", "binary cross-entropy with logits per category (optional pos_weight)")
@@ -144,20 +143,20 @@ class BCELoss(SigmoidLoss):
                 raise ValueError(f"pos_weight has {len(pos_weight)} entries for {logits.shape[1]} categories")
             pos_weight = pos_weight.to(logits.device)  # the trainer does not move losses to the device
         if pos_weight is None:
-            return bce_rows(logits, target.to(logits.dtype))
+            return row_loss(bce_rows, logits, target.to(logits.dtype))[0]
         return F.binary_cross_entropy_with_logits(
             logits, target.float(), pos_weight=pos_weight, reduction="none"
         ).sum(dim=1)
 
 
-def _softmax_ml_rows(z: torch.Tensor, t: torch.Tensor, uniform: bool) -> torch.Tensor:
+def softmax_ml_rows(z: torch.Tensor, t: torch.Tensor, uniform: bool, want_grad: bool = True):
     """``-sum_c q_c log softmax(z)_c`` per row, ``q = t / sum t`` (``1/C`` or 0 on empty rows).
 
-    ``z``, ``t``: ``[B, C]``; returns ``[B]``. Gradient in closed form: ``softmax(z) * sum_c q_c - q``.
+    ``z`` (detached), ``t``: ``[B, C]``; returns ``(values [B], grad [B, C] or None)``, the
+    gradient in closed form: ``softmax(z) * sum_c q_c - q``.
     """
-    zd = z.detach()
     c = z.shape[1]
-    log_p = torch.log_softmax(zd, dim=1)
+    log_p = torch.log_softmax(z, dim=1)
     total = t.sum(dim=1)
     filled = total > 0
     inv = 1.0 / total.clamp_min(torch.finfo(z.dtype).tiny)  # 0/0 never happens; empty rows below
@@ -165,7 +164,7 @@ def _softmax_ml_rows(z: torch.Tensor, t: torch.Tensor, uniform: bool) -> torch.T
     if uniform:
         values = torch.where(filled, values, -log_p.sum(dim=1) / c)
     grad = None
-    if needs_grad(z):
+    if want_grad:
         # q = t * inv (+ 1/C on empty rows); grad = p * sum(q) - q.
         q_sum = filled.to(z.dtype) if not uniform else torch.ones_like(total)
         fill = torch.where(filled, torch.zeros_like(total), torch.full_like(total, 1.0 / c)) if uniform else None
@@ -173,19 +172,35 @@ def _softmax_ml_rows(z: torch.Tensor, t: torch.Tensor, uniform: bool) -> torch.T
         grad.addcmul_(t, inv[:, None], value=-1.0)
         if fill is not None:
             grad.sub_(fill[:, None])
-    return with_grad(z, values, grad)
+    return values, grad
 
 
-def bce_rows(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def bce_rows(z: torch.Tensor, t: torch.Tensor, want_grad: bool = True):
     """``sum_c [softplus(z_c) - t_c z_c]`` per row: BCE with logits summed over categories.
 
-    ``z``, ``t``: ``[B, C]``; returns ``[B]``. Each entry is ``softplus(z) - t z`` (exactly 0
-    for a saturated right answer); gradient in closed form: ``sigmoid(z) - t``.
+    ``z`` (detached), ``t``: ``[B, C]``; returns ``(values [B], grad [B, C] or None)``. Each
+    entry is ``softplus(z) - t z`` (exactly 0 for a saturated right answer); gradient in closed
+    form: ``sigmoid(z) - t``.
     """
-    zd = z.detach()
-    values = F.softplus(zd).addcmul_(t, zd, value=-1.0).sum(dim=1)
-    grad = torch.sigmoid(zd).sub_(t) if needs_grad(z) else None
-    return with_grad(z, values, grad)
+    values = F.softplus(z).addcmul_(t, z, value=-1.0).sum(dim=1)
+    grad = torch.sigmoid(z).sub_(t) if want_grad else None
+    return values, grad
+
+
+def softplus_sigmoid(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softplus(z), sigmoid(z))`` from one ``exp(-|z|)``: ``max(z, 0) + log1p(e)`` and
+    ``1 / (1 + e)`` (``z >= 0``) or ``e / (1 + e)``; finite for any ``z``."""
+    e = torch.exp(-z.abs())
+    inv = 1.0 / (1.0 + e)
+    return z.clamp_min(0.0) + torch.log1p(e), torch.where(z >= 0, inv, e * inv)
+
+
+@fused.variant_of(bce_rows)
+def bce_rows_fused(z: torch.Tensor, t: torch.Tensor, want_grad: bool = True):
+    """``bce_rows`` for the compiled path: softplus and sigmoid from one exponential per entry."""
+    sp, s = softplus_sigmoid(z)
+    values = (sp - t * z).sum(dim=1)
+    return values, (s - t if want_grad else None)
 
 
 def _log_sigmoid(z: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,20 +229,21 @@ def _int_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
     return _safe_pow(base, exponent)
 
 
-def _focal_rows(z: torch.Tensor, t: torch.Tensor, gamma: float, a_pos: float, a_neg: float) -> torch.Tensor:
-    """Binary focal loss summed over categories, ``[B]``, with its closed-form gradient.
+def focal_rows(z: torch.Tensor, t: torch.Tensor, gamma: float, a_pos: float, a_neg: float, want_grad: bool = True):
+    """Binary focal loss summed over categories, and its closed-form gradient divided by -1:
+    ``(values [B], grad [B, C] or None)`` for detached ``z`` and ``t [B, C]``.
 
     ``-sum_c [a_pos t (1-s)^g log s + a_neg (1-t) s^g log(1-s)]``, ``s = sigmoid(z)``.
     With ``P = (1-s)^g log s`` and ``N = s^g log(1-s)``:
     ``dP/dz = (1-s)^g ((1-s) - g s log s)``, ``dN/dz = s^g (g (1-s) log(1-s) - s)``.
     Written in place on six ``[B, C]`` buffers (each fresh buffer costs page faults on CPU).
     """
-    zd = z.detach()
+    zd = z
     s = torch.sigmoid(zd)
     sn = torch.rsub(s, 1.0)
     ls = _log_sigmoid(zd, s)  # becomes P
     lns = torch.sub(ls, zd)  # log(1 - s) = log s - z; becomes N
-    grad_wanted = needs_grad(z)
+    grad_wanted = want_grad
     w = _int_pow(sn, gamma)  # (1 - s)^g, then s^g
     d_pos = None
     if grad_wanted:
@@ -250,12 +266,13 @@ def _focal_rows(z: torch.Tensor, t: torch.Tensor, gamma: float, a_pos: float, a_
     # -(t pos + (1 - t) neg) = -(neg + t (pos - neg))
     values = -(neg.sum(dim=1) + pos.sub_(neg).mul_(t).sum(dim=1))
     grad = d_pos.sub_(d_neg).mul_(t).add_(d_neg) if grad_wanted else None  # d_neg + t (d_pos - d_neg)
-    return with_grad(z, values, grad, scale=-1.0)
+    return values, grad
 
 
-def _asl_rows(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: float, clip: float,
-              detach_weights: bool) -> torch.Tensor:
-    """Asymmetric loss summed over categories, ``[B]``, with its closed-form gradient.
+def asl_rows(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: float, clip: float,
+             detach_weights: bool, want_grad: bool = True):
+    """Asymmetric loss summed over categories, and its closed-form gradient divided by -1:
+    ``(values [B], grad [B, C] or None)`` for detached ``z`` and ``t [B, C]``.
 
     ``-sum_c [t (1-s)^gp log s + (1-t) p_m^gn log(1 - p_m)]``, ``p_m = max(s - m, 0)``.
     ``d/dz [(1-s)^gp log s] = (1-s)^gp ((1-s) - gp s log s)``;
@@ -264,7 +281,7 @@ def _asl_rows(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: flo
     ``detach_weights``: the weights ``(1-s)^gp``, ``p_m^gn`` are constants. Written in place
     on few ``[B, C]`` buffers (each fresh buffer costs page faults on CPU).
     """
-    zd = z.detach()
+    zd = z
     s = torch.sigmoid(zd)
     sn = torch.rsub(s, 1.0)
     ls = _log_sigmoid(zd, s)  # becomes pos - neg
@@ -274,7 +291,7 @@ def _asl_rows(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: flo
         log_one_m = torch.log(one_m)
     else:
         pm, one_m, log_one_m = s, sn, ls - zd
-    grad_wanted = needs_grad(z)
+    grad_wanted = want_grad
     d_pos = None
     if grad_wanted:
         if gamma_pos == 0:
@@ -310,7 +327,7 @@ def _asl_rows(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: flo
     neg = log_one_m.mul_(w_neg)
     values = -(neg.sum(dim=1) + pos.sub_(neg).mul_(t).sum(dim=1))
     grad = d_pos.sub_(d_neg).mul_(t).add_(d_neg) if grad_wanted else None  # d_neg + t (d_pos - d_neg)
-    return with_grad(z, values, grad, scale=-1.0)
+    return values, grad
 
 
 def _safe_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
@@ -353,7 +370,7 @@ class AsymmetricLoss(SigmoidLoss):
     Numerics (our choices): ``log p`` is ``log sigmoid(z)`` in a form finite for any z
     (``_log_sigmoid``); ``log(1 - p_m) = log(min(1, (1 - p) + m))`` (never ``log 0`` when
     m > 0; ``log p - z`` when m = 0); the weights are plain products (integer gammas) or
-    powers, and the gradient is written in closed form (``_asl_rows``), so no derivative of
+    powers, and the gradient is written in closed form (``asl_rows``), so no derivative of
     a power at 0 can turn into NaN. The authors' code adds ``eps = 1e-8`` inside the logs
     instead; here no eps is needed.
 
@@ -373,8 +390,8 @@ class AsymmetricLoss(SigmoidLoss):
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         check_multihot(logits, target, "asl")
-        return _asl_rows(logits, target.to(logits.dtype), self.gamma_neg, self.gamma_pos, self.clip,
-                         self.detach_weights)
+        return row_loss(asl_rows, logits, target.to(logits.dtype), self.gamma_neg, self.gamma_pos, self.clip,
+                        self.detach_weights, scale=-1.0)[0]
 
 
 @LOSSES.register("focal", "binary focal loss per category (Lin et al. 2017)")
@@ -387,7 +404,7 @@ class FocalLoss(SigmoidLoss):
 
     with ``p = sigmoid(z)``; ``log p`` is ``_log_sigmoid(z)`` and ``log(1 - p) = log p - z``,
     finite for any logit; the weights ``(1 - p)^g``, ``p^g`` are products (integer g) or
-    powers, and the gradient is in closed form (``_focal_rows``).
+    powers, and the gradient is in closed form (``focal_rows``).
 
     Args:
         gamma: focusing exponent >= 0 (paper: 2; 0 gives BCE).
@@ -414,4 +431,4 @@ class FocalLoss(SigmoidLoss):
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         check_multihot(logits, target, "focal")
         a_pos, a_neg = (1.0, 1.0) if self.alpha is None else (self.alpha, 1.0 - self.alpha)
-        return _focal_rows(logits, target.to(logits.dtype), self.gamma, a_pos, a_neg)
+        return row_loss(focal_rows, logits, target.to(logits.dtype), self.gamma, a_pos, a_neg, scale=-1.0)[0]

@@ -21,13 +21,13 @@ overflow); CDFs below the true class are prefix sums and above it suffix sums, s
 are exact 0 at a one-hot prediction instead of ``1 - (1 - tiny)``; ``log(1 - p_i)`` is a
 leave-one-out ``logsumexp`` (no ``log(1 - softmax)``), finite for logits of any size.
 
-Cost. Each loss computes its per-sample values and, in the same pass, the gradient in closed
-form (``base.RowLossWithGrad``), from one ``log_softmax``/``softmax`` per call; tables that
-depend only on the label (SORD's soft labels, CDW-CE's weights) are cached per class count.
-What bounds the rest on CPU: ``cdw_ce`` needs, per entry, a ``log_softmax``, an ``exp``, an
-``argmax`` (the top class), a ``log1p`` and a division (about 3x ``ce``, one thread), and
-``rps``/``emd2`` two cumulative sums, which ``torch.cumsum`` runs as a serial scan costing
-about a softmax each (about 1.6-2x ``ce``).
+Cost. Each loss computes its per-sample values and, with them, the gradient in closed form
+(``base.row_loss``: a pure row function, run eagerly or compiled into few kernels by
+``losses/fused.py``), from one softmax per call; tables that depend only on the label (SORD's
+soft labels, CDW-CE's weights) are cached per class count and gathered inside the row function.
+``cdw_rows`` and ``cdf_rows`` have compile-friendly variants (masks instead of scatters).
+``rps``/``emd2`` need two cumulative sums, which run as ATen's serial scan on the CPU even when
+compiled, so there they stay eager (``fused.eager_on_cpu``). BENCHMARKS.md has the ratios.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from collections.abc import Sequence
 
 import torch
 
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, needs_grad, with_grad
+from softloss_cli.losses import fused
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss
 
 #: label-indexed tables (``[C, C]``) are cached up to this many classes, else built per call.
 MAX_TABLE_CLASSES = 4096
@@ -138,10 +139,12 @@ class OrdinalLoss(SoftmaxLoss):
         return loss
 
 
-def _cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None) -> torch.Tensor:
-    """``sum_{k<C-1} gap_k (F_k - 1[k >= y])^2`` per row (``gaps=None``: all 1), with its gradient.
+@fused.eager_on_cpu
+def cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None, want_grad: bool = True):
+    """``sum_{k<C-1} gap_k (F_k - 1[k >= y])^2`` per row (``gaps=None``: all 1), and its gradient.
 
-    ``z [B, C]`` logits, ``target [B]``; returns ``[B]``. The CDF errors are one prefix sum of
+    ``z [B, C]`` detached logits, ``target [B]``; returns ``(values [B], grad [B, C] or None)``
+    with ``grad`` the gradient divided by -2 (``row_loss(..., scale=-2.0)``). The CDF errors are one prefix sum of
     ``q = p - onehot(y)`` whose label entry is set to ``-(sum_{j != y} p_j)`` (the exact
     ``p_y - 1``): below the label the running sum is ``F_k``, from it on ``-(sum_{j>k} p_j)``,
     so a near-one-hot row keeps its tiny errors and a one-hot row gives exactly 0.
@@ -149,8 +152,7 @@ def _cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None) 
     the softmax Jacobian removes) to ``-2 * sum_{k < j} gap_k e_k``; then
     ``dL/dz = p * (g - sum(p * g))`` (one fused softmax backward).
     """
-    zd = z.detach()
-    p = torch.softmax(zd, dim=1)
+    p = torch.softmax(z, dim=1)
     idx = target[:, None]
     p_y = p.gather(1, idx)
     p.scatter_(1, idx, 0.0)
@@ -165,12 +167,30 @@ def _cdf_rows(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None) 
         weighted = err * torch.cat([gaps, gaps.new_zeros(1)])
         values = torch.linalg.vecdot(weighted, err)
     grad = None
-    if needs_grad(z):
-        g = torch.empty_like(weighted)  # sum_{k<j} gap_k e_k (times -2, applied by with_grad)
+    if want_grad:
+        g = torch.empty_like(weighted)  # sum_{k<j} gap_k e_k (times -2, applied by row_loss)
         g[:, 0] = 0.0
         torch.cumsum(weighted[:, :-1], dim=1, out=g[:, 1:])
         grad = torch.ops.aten._softmax_backward_data(g, p, 1, p.dtype)
-    return with_grad(z, values, grad, scale=-2.0)
+    return values, grad
+
+
+@fused.variant_of(cdf_rows)
+def cdf_rows_fused(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None, want_grad: bool = True):
+    """``cdf_rows`` for the compiled path: the same outputs, the label's entry set with a mask."""
+    c = z.shape[1]
+    col = torch.arange(c, device=z.device)[None, :]
+    is_y = col == target[:, None]
+    p = torch.softmax(z, dim=1)
+    rest = p.masked_fill(is_y, 0.0).sum(dim=1, keepdim=True)  # 1 - p_y without rounding
+    err = torch.where(is_y, -rest, p).cumsum(dim=1).masked_fill(col == c - 1, 0.0)
+    weighted = err if gaps is None else err * torch.cat([gaps, gaps.new_zeros(1)])
+    values = (weighted * err).sum(dim=1)
+    grad = None
+    if want_grad:
+        g = weighted.cumsum(dim=1) - weighted
+        grad = p * (g - (p * g).sum(dim=1, keepdim=True))
+    return values, grad
 
 
 @LOSSES.register("rps", "ranked probability score: squared error of the softmax CDF (ordinal)")
@@ -192,7 +212,7 @@ class RankedProbabilityLoss(OrdinalLoss):
     """
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        return _cdf_rows(logits, target, None)
+        return row_loss(cdf_rows, logits, target, None, scale=-2.0)[0]
 
 
 @LOSSES.register("emd2", "squared earth mover's distance between softmax and label CDFs (ordinal)")
@@ -231,9 +251,9 @@ class SquaredEMDLoss(OrdinalLoss):
             gaps = gap0 if c < 2 or bool((gaps == gap0).all()) else gaps
             self._values_cache[key] = gaps
         if isinstance(gaps, float):
-            values = _cdf_rows(logits, target, None)
+            values = row_loss(cdf_rows, logits, target, None, scale=-2.0)[0]
             return values if gaps == 1.0 else values * gaps
-        return _cdf_rows(logits, target, gaps)
+        return row_loss(cdf_rows, logits, target, gaps, scale=-2.0)[0]
 
 
 @LOSSES.register("ev_l1", "L1 error of the softmax's expected label value, optional + CE (ordinal)")
@@ -271,54 +291,59 @@ class ExpectedValueL1Loss(OrdinalLoss):
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         values = self.values(logits.shape[1], logits.device)
-        total, ev_l1, ce = _ev_l1_rows(logits, target, values, self.ce_weight)
+        total, ev_l1, ce = row_loss(ev_l1_rows, logits, target, values, self.ce_weight)
         if self.ce_weight > 0:
             self._extra_parts = {"ev_l1": ev_l1.mean(), "ce": ce.mean()}
         return total
 
 
-def _ev_l1_rows(z: torch.Tensor, target: torch.Tensor, values: torch.Tensor, ce_weight: float):
-    """``|sum_k v_k p_k - v_y| + ce_weight * (-log p_y)`` per row, with its closed-form gradient.
+def ev_l1_rows(z: torch.Tensor, target: torch.Tensor, values: torch.Tensor, ce_weight: float, want_grad: bool = True):
+    """``|sum_k v_k p_k - v_y| + ce_weight * (-log p_y)`` per row, and its closed-form gradient.
 
-    ``z [B, C]``, ``target [B]``, ``values [C]``. Returns ``(total [B] with gradient, ev_l1 [B],
-    ce [B] or None)`` (the last two detached). With ``E = p @ v`` and ``s = sign(E - v_y)``:
+    ``z [B, C]`` detached, ``target [B]``, ``values [C]``. Returns ``(total [B], grad [B, C] or
+    None, ev_l1 [B], ce [B] or None)``. With ``E = p @ v`` and ``s = sign(E - v_y)``:
     ``dL/dz_k = p_k (s (v_k - E) + w) - w 1[k = y]`` (``w = ce_weight``).
     """
-    zd = z.detach()
     idx = target[:, None]
     if ce_weight > 0:
-        log_p = torch.log_softmax(zd, dim=1)
+        log_p = torch.log_softmax(z, dim=1)
         ce = -log_p.gather(1, idx).squeeze(1)
         p = log_p.exp_()
     else:
-        p, ce = torch.softmax(zd, dim=1), None
+        p, ce = torch.softmax(z, dim=1), None
     expected = p @ values
     diff = expected - values[target]
     ev_l1 = diff.abs()
     total = ev_l1 if ce is None else ev_l1 + ce_weight * ce
     grad = None
-    if needs_grad(z):
+    if want_grad:
         sign = diff.sign()
         grad = torch.addcmul((ce_weight - sign * expected)[:, None], sign[:, None], values[None, :]).mul_(p)
         if ce_weight > 0:
             grad.scatter_add_(1, idx, torch.full_like(p[:, :1], -ce_weight))
-    return with_grad(z, total, grad), ev_l1, ce
+    return total, grad, ev_l1, ce
 
 
-def _cdw_rows(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``-sum_i w_i log(1 - p_i)`` per row (``p = softmax(z)``, ``z, w [B, C]``), with its gradient.
+def cdw_rows(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, per_class: bool, want_grad: bool = True,
+             all_rows: bool | None = None):
+    """``-sum_i w_i log(1 - p_i)`` per row (``p = softmax(z)``), and its gradient.
+
+    ``z [B, C]`` detached logits, ``target [B]``, ``table``: the weights ``w`` of each row,
+    ``table[target]`` where ``per_class`` (a ``[C, C]`` table), else ``table`` itself (``[B, C]``).
+    Returns ``(values [B], grad [B, C] or None)``.
 
     ``log(1 - p_i)`` is ``log1p(-p_i)`` except at the row's top class ``t``, the only one that
-    can have ``p_t > 1/2``, where it is ``log sum_{k != t} p_k`` (``base.log1m_softmax_at``).
-    Gradient: with ``r_i = p_i / (1 - p_i)``, ``dL/dz_k = w_k r_k - p_k sum_i w_i r_i``; written
-    with ``A = sum_{i != t} w_i r_i`` so that nothing overflows where ``p_t -> 1``:
-    ``dL/dz_t = p_t (w_t - A)`` and, for ``k != t``, ``w_k r_k - p_k A - w_t p_t p_k / (1 - p_t)``.
+    can have ``p_t > 1/2``, where it is ``log sum_{k != t} p_k`` (``base.log1m_softmax_at``;
+    ``all_rows`` as there). Gradient: with ``r_i = p_i / (1 - p_i)``,
+    ``dL/dz_k = w_k r_k - p_k sum_i w_i r_i``; written with ``A = sum_{i != t} w_i r_i`` so that
+    nothing overflows where ``p_t -> 1``: ``dL/dz_t = p_t (w_t - A)`` and, for ``k != t``,
+    ``w_k r_k - p_k A - w_t p_t p_k / (1 - p_t)``.
     """
-    zd = z.detach()
-    log_p = torch.log_softmax(zd, dim=1)
+    w = table.index_select(0, target) if per_class else table
+    log_p = torch.log_softmax(z, dim=1)
     p = log_p.exp()
     top = log_p.argmax(dim=1)
-    log1m_top, rest, need, rows, v = log1m_softmax_at(log_p, p, top)
+    log1m_top, rest, need, rows, v = log1m_softmax_at(log_p, p, top, all_rows)
     tidx = top[:, None]
     p_t = p.gather(1, tidx)
     p.scatter_(1, tidx, 0.0)  # top removed: every p_k <= 1/2 below
@@ -326,23 +351,56 @@ def _cdw_rows(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     log1m.scatter_(1, tidx, log1m_top[:, None])
     values = -log1m.mul_(w).sum(dim=1)
     grad = None
-    if needs_grad(z):
+    if want_grad:
         r = torch.rsub(p, 1.0)
-        r = torch.div(p, r, out=r).mul_(w)  # w_i r_i, r_i = p_i / (1 - p_i); r_t = 0
+        r = torch.div(p, r).mul_(w)  # w_i r_i, r_i = p_i / (1 - p_i); r_t = 0
         area = r.sum(dim=1)  # A
         w_t = w.gather(1, tidx)
-        coef = area[:, None] + w_t * p_t / rest.clamp_min(torch.finfo(p.dtype).tiny)[:, None]
-        grad = r.addcmul_(p, coef, value=-1.0)
-        grad_t = p_t * (w_t - area[:, None])
-        if v is not None:  # rows whose 1 - p_t underflowed: p_k / (1 - p_t) from the log domain
-            sub_p, sub_w = p.index_select(0, rows), w.index_select(0, rows)
-            sub_r = sub_p / (1.0 - sub_p)
-            fixed = (sub_r.mul_(sub_w).addcmul_(sub_p, area.index_select(0, rows)[:, None], value=-1.0)
-                     .addcmul_(v, (w_t * p_t).index_select(0, rows), value=-1.0))
-            keep = need.index_select(0, rows)[:, None]
-            grad.index_copy_(0, rows, torch.where(keep, fixed, grad.index_select(0, rows)))
-        grad.scatter_(1, tidx, grad_t)
-    return with_grad(z, values, grad)
+        wp_t = w_t * p_t
+        if rows is None and v is not None:  # every row: p_k / (1 - p_t) from the log domain where 1 - p_t underflowed
+            ratio = torch.where(need[:, None], v, p / rest.clamp_min(torch.finfo(p.dtype).tiny)[:, None])
+            grad = r.addcmul_(p, area[:, None], value=-1.0).addcmul_(ratio, wp_t, value=-1.0)
+        else:
+            coef = area[:, None] + wp_t / rest.clamp_min(torch.finfo(p.dtype).tiny)[:, None]
+            grad = r.addcmul_(p, coef, value=-1.0)
+            if v is not None:  # the rows whose 1 - p_t underflowed, from the log domain
+                sub_p, sub_w = p.index_select(0, rows), w.index_select(0, rows)
+                sub_r = sub_p / (1.0 - sub_p)
+                fixed = (sub_r.mul_(sub_w).addcmul_(sub_p, area.index_select(0, rows)[:, None], value=-1.0)
+                         .addcmul_(v, wp_t.index_select(0, rows), value=-1.0))
+                keep = need.index_select(0, rows)[:, None]
+                grad.index_copy_(0, rows, torch.where(keep, fixed, grad.index_select(0, rows)))
+        grad.scatter_(1, tidx, p_t * (w_t - area[:, None]))
+    return values, grad
+
+
+@fused.variant_of(cdw_rows)
+def cdw_rows_fused(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, per_class: bool,
+                   want_grad: bool = True, all_rows: bool | None = None):
+    """``cdw_rows`` for the compiled path: the same outputs, written with masks and row reductions.
+
+    At the top class ``t``, ``log(1 - p_t) = lse_{k != t} - lse`` (with its own max: exact where
+    ``1 - p_t`` underflows); and ``p_k / (1 - p_t) = exp(z_k - lse_{k != t})`` in the gradient.
+    """
+    w = table.index_select(0, target) if per_class else table
+    col = torch.arange(z.shape[1], device=z.device)[None, :]
+    top = z.argmax(dim=1, keepdim=True)
+    is_t = col == top
+    lse = torch.logsumexp(z, dim=1, keepdim=True)
+    rest = z.masked_fill(is_t, float("-inf"))
+    lse_rest = torch.logsumexp(rest, dim=1, keepdim=True)
+    p = (z - lse).exp()
+    p_off = p.masked_fill(is_t, 0.0)  # every p_k <= 1/2 off the top
+    w_t = w.gather(1, top)
+    values = -(w * p_off.neg().log1p()).sum(dim=1) - (w_t * (lse_rest - lse)).squeeze(1)
+    grad = None
+    if want_grad:
+        r = w * p_off / (1.0 - p_off)  # w_i r_i; 0 at the top
+        area = r.sum(dim=1, keepdim=True)
+        p_t = (z.gather(1, top) - lse).exp()
+        off = r - p * area - (w_t * p_t) * (rest - lse_rest).exp()
+        grad = torch.where(is_t, p_t * (w_t - area), off)
+    return values, grad
 
 
 @LOSSES.register("cdw_ce", "class-distance-weighted CE: -sum |i-y|^alpha log(1-p_i) (ordinal)")
@@ -403,10 +461,17 @@ class ClassDistanceWeightedCELoss(OrdinalLoss):
         b, c = logits.shape
         if c == 1:  # the only class is the label: nothing to push down
             return logits.sum(dim=1) * 0.0
-        return _cdw_rows(logits, self.weight_rows(target, c, logits.device))
+        table = self.weight_table(target, c, logits.device)
+        return row_loss(cdw_rows, logits, target, table, c <= MAX_TABLE_CLASSES)[0]
 
     def weight_rows(self, target: torch.Tensor, num_classes: int, device) -> torch.Tensor:
         """``w [B, C]``: ``|i - y|^alpha / Z`` for each target ``y`` (0 at the label), float32."""
+        table = self.weight_table(target, num_classes, device)
+        return table.index_select(0, target) if num_classes <= MAX_TABLE_CLASSES else table
+
+    def weight_table(self, target: torch.Tensor, num_classes: int, device) -> torch.Tensor:
+        """The cached ``[C, C]`` table of ``|i - j|^alpha / Z`` (row ``j``: label ``j``), or for
+        more than ``MAX_TABLE_CLASSES`` classes the rows of ``target`` alone, ``[B, C]``."""
         key = (torch.device(device), num_classes)
         table = self._weights_cache.get(key)
         if table is None:
@@ -420,17 +485,22 @@ class ClassDistanceWeightedCELoss(OrdinalLoss):
                 return weights
             self._weights_cache = {key: weights}
             table = weights
-        return table.index_select(0, target)
+        return table
 
 
-def _kl_rows(z: torch.Tensor, q: torch.Tensor, q_log_q: torch.Tensor, q_sum: torch.Tensor) -> torch.Tensor:
-    """``KL(q || softmax(z)) = sum_k q_k log q_k - sum_k q_k log_softmax(z)_k`` per row, with its
-    gradient ``softmax(z) * sum_k q_k - q``. ``z, q [B, C]``; ``q_log_q``, ``q_sum [B]``."""
-    zd = z.detach()
-    log_p = torch.log_softmax(zd, dim=1)
+def kl_rows(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log_q: torch.Tensor,
+            q_sum: torch.Tensor, want_grad: bool = True):
+    """``KL(q || softmax(z)) = sum_k q_k log q_k - sum_k q_k log_softmax(z)_k`` per row, and its
+    gradient ``softmax(z) * sum_k q_k - q``: ``(values [B], grad [B, C] or None)``.
+
+    ``z [B, C]`` detached. With ``target [B]``, ``q [C, C]``, ``q_log_q``, ``q_sum [C]`` are
+    per-class tables whose ``target`` rows are taken; with ``target=None`` they are per row."""
+    if target is not None:
+        q, q_log_q, q_sum = q.index_select(0, target), q_log_q.index_select(0, target), q_sum.index_select(0, target)
+    log_p = torch.log_softmax(z, dim=1)
     values = q_log_q - torch.linalg.vecdot(q, log_p)
-    grad = log_p.exp_().mul_(q_sum[:, None]).sub_(q) if needs_grad(z) else None
-    return with_grad(z, values, grad)
+    grad = log_p.exp_().mul_(q_sum[:, None]).sub_(q) if want_grad else None
+    return values, grad
 
 
 @LOSSES.register("sord", "soft ordinal labels: CE against softmax(-alpha |v_k - v_y|) (ordinal)")
@@ -481,15 +551,13 @@ class SoftOrdinalLoss(OrdinalLoss):
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         c = logits.shape[1]
         if c > MAX_TABLE_CLASSES:
-            q, q_log_q, q_sum = self._soft_tables(target, c, logits.device)
-        else:
-            key = ("sord", torch.device(logits.device), c)
-            tables = self._values_cache.get(key)
-            if tables is None:
-                tables = self._soft_tables(torch.arange(c, device=logits.device), c, logits.device)
-                self._values_cache[key] = tables
-            q, q_log_q, q_sum = (t.index_select(0, target) for t in tables)
-        return _kl_rows(logits, q, q_log_q, q_sum)
+            return row_loss(kl_rows, logits, None, *self._soft_tables(target, c, logits.device))[0]
+        key = ("sord", torch.device(logits.device), c)
+        tables = self._values_cache.get(key)
+        if tables is None:
+            tables = self._soft_tables(torch.arange(c, device=logits.device), c, logits.device)
+            self._values_cache[key] = tables
+        return row_loss(kl_rows, logits, target, *tables)[0]
 
     def _soft_tables(self, target: torch.Tensor, num_classes: int, device) -> tuple[torch.Tensor, ...]:
         """``(q [N, C], sum_k q_k log q_k [N], sum_k q_k [N])`` for the targets ``[N]``."""

@@ -65,7 +65,7 @@ def compute_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None = 
 
 
 #: substrings of metric names where a lower value is better (everything else: higher).
-_LOWER_IS_BETTER = ("loss", "nll", "mae", "rps", "ece", "brier", "error", "entropy", "fpr", "gap",
+_LOWER_IS_BETTER = ("loss", "nll", "mae", "rps", "ece", "mce", "rmsce", "brier", "error", "entropy", "fpr", "gap",
                     "violation", "emd")
 #: substrings of descriptive metrics with no better direction: the realised Average-K set size
 #: is a target to hit (K), not to minimise; a threshold, a count of active scores or of experts

@@ -33,10 +33,12 @@ __all__ = [
     "brier",
     "classification_metrics",
     "ece",
+    "max_calibration_error",
     "mean_entropy",
     "mean_max_prob",
     "nll",
     "reliability_bins",
+    "rms_calibration_error",
     "topk_accuracy",
 ]
 
@@ -317,6 +319,59 @@ def ece(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15, *, validat
     return ((correct_sum - conf_sum).abs().sum() / probs.shape[0]).item()
 
 
+def max_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15, *,
+                          validate_args: bool = True) -> float:
+    """Maximum calibration error (Naeini et al., AAAI 2015; torchmetrics' ``norm='max'``).
+
+    ``MCE = max_{b : |B_b| > 0} |acc(B_b) - conf(B_b)|``
+
+    over the same M equal-width bins of the top-1 confidence as ``ece`` (empty bins are
+    skipped). The worst bin counts whatever its size, so a handful of samples in a sparse bin
+    can set it: read it with the reliability diagram.
+
+    Args:
+        probs: ``[N, C]`` probabilities, rows summing to 1.
+        targets: ``[N]`` int64 class indices.
+        n_bins: M, an int >= 1 (default 15).
+        validate_args: check shapes, dtypes, ranges and row sums first.
+
+    Returns a float in [0, 1].
+    """
+    if validate_args:
+        _check_n_bins(n_bins)
+        check_probs(probs)
+        check_targets(targets, *probs.shape)
+    conf_sum, correct_sum, count = _binning(probs, targets, n_bins)
+    gaps = (correct_sum - conf_sum).abs() / count.clamp_min(1).to(torch.float64)
+    return gaps.max().item()  # an empty bin has gap 0, never the maximum of a non-empty split
+
+
+def rms_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15, *,
+                          validate_args: bool = True) -> float:
+    """Root-mean-square calibration error (torchmetrics' ``norm='l2'``, Hendrycks et al. 2019).
+
+    ``RMSCE = sqrt( sum_b (|B_b| / N) * (acc(B_b) - conf(B_b))^2 )``
+
+    over the bins of ``ece``; between ECE and MCE in how much a large gap in one bin weighs
+    (``ECE <= RMSCE <= MCE``).
+
+    Args:
+        probs: ``[N, C]`` probabilities, rows summing to 1.
+        targets: ``[N]`` int64 class indices.
+        n_bins: M, an int >= 1 (default 15).
+        validate_args: check shapes, dtypes, ranges and row sums first.
+
+    Returns a float in [0, 1].
+    """
+    if validate_args:
+        _check_n_bins(n_bins)
+        check_probs(probs)
+        check_targets(targets, *probs.shape)
+    conf_sum, correct_sum, count = _binning(probs, targets, n_bins)
+    sq = (correct_sum - conf_sum).square() / count.clamp_min(1).to(torch.float64)  # n_b * gap_b^2
+    return (sq.sum() / probs.shape[0]).sqrt().item()
+
+
 def mean_max_prob(probs: torch.Tensor, *, validate_args: bool = True) -> float:
     """Mean confidence: ``(1/N) sum_i max_c p_ic``, in float64.
 
@@ -366,12 +421,12 @@ def classification_metrics(
 ) -> dict[str, float]:
     """The general metrics of every single-label split (multiclass, ordinal, partial's base kind).
 
-    Returns ``accuracy``, ``nll``, ``brier``, ``ece`` (15 bins), ``mean_max_prob``,
+    Returns ``accuracy``, ``nll``, ``brier``, ``ece``, ``mce`` and ``rmsce`` (15 bins), ``mean_max_prob``,
     ``mean_entropy`` and ``topk_acc_k{K}`` for K in (1, 2, 3, 5) where ``K < C`` (``K = C``
     would always be 1.0; ``topk_acc_k1`` equals ``accuracy`` and is written so that the
     Average-K tables can set ``avgk_acc_k{K}`` beside ``topk_acc_k{K}`` for every K).
 
-    Probability metrics (brier, ece, mean_max_prob, mean_entropy) use ``outputs.scores``
+    Probability metrics (brier, ece, mce, rmsce, mean_max_prob, mean_entropy) use ``outputs.scores``
     with every row divided by its sum (in float64): a no-op up to rounding for softmax
     losses, and a normalisation of sigmoid scores, which need not sum to 1, for
     sigmoid-trained models used on a single-label task (a row of all zeros becomes
@@ -401,6 +456,8 @@ def classification_metrics(
         "nll": nll(logits, targets, **fast),
         "brier": brier(probs, targets, **fast),
         "ece": ece(probs, targets, 15, **fast),
+        "mce": max_calibration_error(probs, targets, 15, **fast),
+        "rmsce": rms_calibration_error(probs, targets, 15, **fast),
         "mean_max_prob": mean_max_prob(probs, **fast),
         "mean_entropy": mean_entropy(probs, **fast),
     }

@@ -33,6 +33,8 @@ __all__ = [
     "mae",
     "mae_expected",
     "mae_per_class",
+    "minimum_sensitivity",
+    "mmae",
     "off1_accuracy",
     "ordinal_metrics",
     "qwk",
@@ -255,6 +257,61 @@ def amae(scores: torch.Tensor, targets: torch.Tensor, values=None, *, validate_a
     return per_class[count > 0].mean().item()
 
 
+def mmae(scores: torch.Tensor, targets: torch.Tensor, values=None, *, validate_args: bool = True) -> float:
+    """Maximum MAE over classes (Cruz-Ramírez et al. 2014): the argmax MAE of the *worst* present class.
+
+    ``MMAE = max_{k in K} (1/N_k) sum_{i: y_i = k} |v_{pred_i} - v_k|``, ``K`` = the classes with
+    ``N_k > 0``. Where ``amae`` averages the per-class errors, this reports the worst one: on
+    long-tailed data it is usually a rare tail class.
+
+    Convention: label values (``values``, default ``0..C-1``) and the classes present in the
+    targets. dlordinal's ``mmae`` counts class *positions* among the labels that occur in
+    targets or predictions; the two agree when every class occurs in one of them and the
+    values are ``0..C-1`` (tested, as is the difference).
+
+    Args:
+        scores: ``[N, C]`` real scores.
+        targets: ``[N]`` int64 class indices.
+        values: ``[C]`` strictly increasing label values (default ``0..C-1``).
+        validate_args: check shapes, dtypes, ranges and values first.
+
+    Returns a float >= 0, >= ``amae``.
+    """
+    if validate_args:
+        _check_scores_targets(scores, targets)
+    n, c = scores.shape
+    v = _values(values, c, scores.device)
+    per_class, count = mae_per_class(v[_argmax(scores)], targets, c, v)
+    return per_class[count > 0].max().item()
+
+
+def minimum_sensitivity(scores: torch.Tensor, targets: torch.Tensor, *, validate_args: bool = True) -> float:
+    """Minimum sensitivity (MS): the lowest per-class recall of the argmax, over present classes.
+
+    ``MS = min_{k in K} (1/N_k) sum_{i: y_i = k} 1[pred_i = k]``, ``K`` = the classes with ``N_k > 0``.
+
+    0 as soon as one present class is never predicted right, so it shows whether the tail
+    classes are learnt at all. Convention: classes absent from the targets are skipped;
+    dlordinal's ``minimum_sensitivity`` (scikit-learn's ``recall_score(average=None)``) also
+    scores a class that is only *predicted*, with recall 0 (tested, as is the difference).
+
+    Args:
+        scores: ``[N, C]`` real scores.
+        targets: ``[N]`` int64 class indices.
+        validate_args: check shapes, dtypes and ranges first.
+
+    Returns a float in [0, 1].
+    """
+    if validate_args:
+        _check_scores_targets(scores, targets)
+    n, c = scores.shape
+    y = _y(targets, scores.device)
+    hits = torch.zeros(c, dtype=torch.float64, device=scores.device).scatter_add_(
+        0, y, (_argmax(scores) == y).to(torch.float64))
+    count = torch.bincount(y, minlength=c)
+    return (hits[count > 0] / count[count > 0].to(torch.float64)).min().item()
+
+
 def group_sum_mae(
     predictions: torch.Tensor, true_values: torch.Tensor, group_size: int = GROUP_SIZE
 ) -> float:
@@ -293,7 +350,8 @@ def ordinal_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None = 
     """The ordinal metrics of a split whose task kind is ordinal (``task.values`` as label values).
 
     Returns ``mae`` (argmax), ``mae_expected`` (expected value of the predicted distribution),
-    ``rps`` (normalised), ``qwk``, ``off1_acc``, ``amae``, and, when the split has at least
+    ``rps`` (normalised), ``qwk``, ``off1_acc``, ``amae``, ``mmae`` (worst class's MAE), ``ms``
+    (minimum sensitivity: the worst class's recall), and, when the split has at least
     8 samples, ``group8_sum_mae`` (sums of expected values over consecutive groups of 8 in
     stored order) and ``group8_sum_mae_argmax`` (sums of argmax values).
 
@@ -322,6 +380,8 @@ def ordinal_metrics(outputs: EvalOutputs, task, reference: EvalOutputs | None = 
         "qwk": qwk(scores, targets, **fast),
         "off1_acc": off1_accuracy(scores, targets, **fast),
         "amae": amae(scores, targets, v, **fast),
+        "mmae": mmae(scores, targets, v, **fast),
+        "ms": minimum_sensitivity(scores, targets, **fast),
     }
     if n >= GROUP_SIZE:
         true_values = v[_y(targets, v.device)]

@@ -20,12 +20,14 @@ class MLP(Classifier):
         hidden: widths of the hidden layers.
         dropout: dropout probability after each hidden layer.
         heads: ``'one'`` or ``'two'`` (see ``Classifier``).
+        head, head_link: the output layer and the CLM link (see ``heads.make_head``).
     """
 
-    def __init__(self, input_shape, num_classes: int, hidden=(256, 256), dropout: float = 0.0, heads: str = "one"):
+    def __init__(self, input_shape, num_classes: int, hidden=(256, 256), dropout: float = 0.0, heads: str = "one",
+                 head: str = "linear", head_link: str = "logit"):
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = h
-        super().__init__(nn.Sequential(*layers), width, num_classes, heads)
+        super().__init__(nn.Sequential(*layers), width, num_classes, heads, head, head_link)

@@ -35,7 +35,8 @@ class _ResNet(Classifier):
     arch = "resnet18"
 
     def __init__(self, input_shape, num_classes: int, pretrained: bool = False, small_input: str | bool = "auto",
-                 heads: str = "one"):
+                 heads: str = "one",
+                 head: str = "linear", head_link: str = "logit"):
         net = _load_backbone(self.arch, pretrained)
         in_ch, height = input_shape[0], input_shape[-1]
         small = height < 64 if small_input == "auto" else bool(small_input)
@@ -46,7 +47,7 @@ class _ResNet(Classifier):
             net.conv1 = nn.Conv2d(in_ch, 64, 7, stride=2, padding=3, bias=False)
         feature_dim = net.fc.in_features
         net.fc = nn.Identity()
-        super().__init__(net, feature_dim, num_classes, heads)
+        super().__init__(net, feature_dim, num_classes, heads, head, head_link)
 
 
 @MODELS.register("resnet18", "torchvision ResNet-18 (3x3 stem for small images, optional pretrained)")
@@ -54,7 +55,8 @@ class ResNet18(_ResNet):
     """torchvision ResNet-18; ``small_input`` (auto: below 64 px) swaps the stem for a 3x3/1 conv.
 
     Args: input_shape, num_classes, pretrained (ImageNet weights; a clear error when they
-    cannot be had), small_input (auto | true | false), heads (one | two).
+    cannot be had), small_input (auto | true | false), heads (one | two), head and head_link
+    (the output layer, see ``heads.make_head``).
     """
 
     arch = "resnet18"

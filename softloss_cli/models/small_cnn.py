@@ -28,13 +28,15 @@ class SmallCNN(Classifier):
         channels: output channels of each block; resolution must stay >= 1.
         dropout: dropout before the head(s).
         heads: ``'one'`` or ``'two'``.
+        head, head_link: the output layer (``linear`` | ``coral`` | ``corn`` | ``clm``) and the CLM link (see ``heads.make_head``).
     """
 
-    def __init__(self, input_shape, num_classes: int, channels=(32, 64, 128), dropout: float = 0.0, heads: str = "one"):
+    def __init__(self, input_shape, num_classes: int, channels=(32, 64, 128), dropout: float = 0.0, heads: str = "one",
+                 head: str = "linear", head_link: str = "logit"):
         c_in = input_shape[0]
         blocks = []
         for c in channels:
             blocks.append(conv_block(c_in, c))
             c_in = c
         features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
-        super().__init__(features, c_in, num_classes, heads)
+        super().__init__(features, c_in, num_classes, heads, head, head_link)

@@ -554,6 +554,9 @@ class Progress:
             self._bar = RichProgress(
                 TextColumn(f"epoch {epoch + 1}/{num_epochs}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
+                # rich redraws from its own thread; at its default 10/s that thread competes with
+                # torch's for the GIL and the cores of a small machine (issue 17, runner cost).
+                refresh_per_second=2,
             )
             self._bar.start()
             self._task = self._bar.add_task("train", total=steps, info="")

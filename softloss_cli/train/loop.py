@@ -15,20 +15,21 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from softloss_cli.config.compat import check_loss_task
+from softloss_cli.config.compat import check_head, check_loss_task
 from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
 from softloss_cli.metrics import compute_metrics, lower_is_better
 from softloss_cli.progress import mirror_warnings, quiet
 from softloss_cli.train import checkpoint as ckpt
-from softloss_cli.train import distributed
+from softloss_cli.train import distributed, preload
 from softloss_cli.train.divergence import check_divergence
-from softloss_cli.train.evaluate import as_outputs, metric_threads, predict, to_eval_outputs
+from softloss_cli.train.evaluate import metric_threads, predict, to_eval_outputs
 from softloss_cli.train.logger import PROGRESS_MODES, Progress, RunLogger, resolved_yaml
 from softloss_cli.train.precision import Precision, resolve_precision
 from softloss_cli.train.preemption import Preempted, PreemptionGuard
 from softloss_cli.train.run_notes import announce_data, complete_task_record, resolve_monitor
+from softloss_cli.train.step import forward_loss_fn
 
 
 def build_setup(cfg: DictConfig, device: torch.device):
@@ -41,6 +42,7 @@ def build_setup(cfg: DictConfig, device: torch.device):
         raise SoftlossError(f"data={data_cfg['name']} does not fit in memory ({sizes}); reduce its sizes") from None
     loss_fn = instantiate(cfg.loss)
     check_loss_task(loss_fn, data.task, data_cfg["name"], cfg.model.get("heads", "one"))
+    check_head(loss_fn, data.task, data_cfg["name"], cfg.model.get("head", "linear"))
     if hasattr(loss_fn, "bind_task"):  # e.g. ordinal losses read the dataset's label values
         try:
             loss_fn.bind_task(data.task)
@@ -192,8 +194,8 @@ def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | 
     # wrapper (so its buckets follow the graph). Checkpoints keep the plain module's keys.
     unused_aux_head = getattr(model, "aux_head", None) is not None and not getattr(loss_fn, "needs_aux", False)
     train_model = dist.wrap(model, find_unused=unused_aux_head)
-    if backend:
-        train_model = torch.compile(train_model, backend=backend)
+    # trainer.compile compiles the model and the loss together (train/step.py).
+    forward_loss, train_model = forward_loss_fn(train_model, loss_fn, precision, backend, dist.distributed)
 
     if t.monitor != "auto":  # a name the task will not produce: refused now, not after the first epoch
         check_monitor(monitor, evaluate(model, val_loader, loss_fn, precision, "val", task, channels_last, dist=dist)[0])
@@ -208,6 +210,8 @@ def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | 
     else:
         logger = distributed.NullLogger()
     progress = Progress(t.progress if dist.is_main else "none")
+    if dist.is_main:
+        preload.start()  # the end of the run's imports (figures), while the epochs train
     log_every = max(1, int(t.log_every))
 
     def training_state(epoch: int, position: dict | None = None) -> dict:
@@ -250,9 +254,7 @@ def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | 
                 if i < skip:  # drawn (order, augmentation) but already trained on before the preemption
                     continue
                 x = batch.inputs.contiguous(memory_format=torch.channels_last) if channels_last else batch.inputs
-                with precision.autocast():
-                    out = as_outputs(train_model(x))
-                loss = loss_fn(out.pop("logits"), batch.targets, **out)
+                loss = forward_loss(x, batch.targets)
                 optimizer.zero_grad(set_to_none=True)
                 precision.scaler.scale(loss).backward()
                 if t.grad_clip:

@@ -1,0 +1,236 @@
+"""Losses on the weighted kappa and on per-class squared errors (dlordinal's WKLoss, MCELoss,
+MCEAndWKLoss).
+
+* ``wk`` (de la Torre, Puig & Valls, "Weighted kappa loss function for multi-class
+  classification of ordinal data in deep learning", Pattern Recognition Letters 2018; in the
+  [0, 2] form of Vargas et al., Neurocomputing 2020): one minus a *soft* quadratic weighted
+  kappa of the batch, with the softmax probabilities as soft predictions.
+* ``mce``: the mean over classes of the per-class mean squared error of the probabilities
+  (Vargas et al.), i.e. the multiclass Brier score divided by C.
+* ``mce_wk``: ``wk_weight * wk + (1 - wk_weight) * mce``, the combination of Vargas et al. that
+  keeps the kappa from leaving classes out of the predictions.
+
+``wk`` and ``mce_wk`` are batch-level losses (a ratio of sums over the batch, not a mean of
+per-sample values): only ``reduction='mean'`` is accepted. All three work on
+``p = softmax(logit_scale * z)``, so the confidence ``penalty`` of ``SoftmaxLoss`` applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, with_grad
+
+__all__ = ["WeightedKappaLoss", "MeanClassErrorLoss", "MceWkLoss", "kappa_weights"]
+
+PENALIZATIONS = ("quadratic", "linear")
+
+
+def kappa_weights(num_classes: int, penalization: str = "quadratic", class_weights=None,
+                  device=None, dtype=torch.float32) -> torch.Tensor:
+    """``W [C, C]``: ``W[i, j] = (|i - j| / (C - 1))^2`` (quadratic) or ``|i - j| / (C - 1)`` (linear),
+    times ``class_weights[j]`` (the true class j) when given; rows index the predicted class."""
+    if penalization not in PENALIZATIONS:
+        raise ValueError(f"penalization must be one of {', '.join(PENALIZATIONS)}, got {penalization!r}")
+    k = torch.arange(num_classes, device=device, dtype=torch.float64)
+    d = (k[:, None] - k[None, :]).abs() / max(num_classes - 1, 1)
+    w = d.square() if penalization == "quadratic" else d
+    if class_weights is not None:
+        w = w * torch.as_tensor(class_weights, dtype=torch.float64, device=device)[None, :]
+    return w.to(dtype)
+
+
+def _check_class_weights(class_weights) -> tuple[float, ...] | None:
+    if class_weights is None:
+        return None
+    weights = tuple(float(w) for w in class_weights)
+    if not all(w >= 0 for w in weights):
+        raise ValueError(f"class_weights must be >= 0, got {list(weights)}")
+    return weights
+
+
+def _scalar_with_grad(z: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """A batch-level scalar ``value`` carrying the gradient ``grad [B, C]`` w.r.t. ``z``
+    (``base.with_grad`` on a one-element row: the upstream gradient broadcasts over ``grad``)."""
+    return with_grad(z, value.reshape(1), grad).reshape(())
+
+
+class _BatchLoss(SoftmaxLoss):
+    """A softmax loss whose value is a function of the whole batch (no per-sample vector)."""
+
+    task_kinds = ("ordinal", "multiclass")
+    order_sensitive = True
+
+    def __init__(self, reduction: str = "mean", **kwargs):
+        if reduction != "mean":
+            raise ValueError(f"loss={self.registry_name} is a batch-level loss: reduction must be 'mean', got {reduction!r}")
+        super().__init__(reduction=reduction, **kwargs)
+        self.penalization = "quadratic"
+        self._w: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+    def weights(self, c: int, device) -> torch.Tensor:
+        key = (torch.device(device), c)
+        if key not in self._w:
+            self._w[key] = kappa_weights(c, self.penalization, self.class_weights, device)
+        return self._w[key]
+
+    def batch_value(self, z: torch.Tensor, target: torch.Tensor, parts: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
+        # float32 with autocast off, as every softmax loss (SoftmaxLoss.forward).
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            z = logits.float() * self.logit_scale
+            aux32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in aux.items()}
+            parts: dict[str, torch.Tensor] = {}
+            main = self.batch_value(z, target, parts)
+            parts["main"] = main.detach()
+            loss = self.add_regularisers(main, z, aux32, lambda v: reduce_loss(v, "mean"), parts)
+        self.last_parts = parts
+        return loss
+
+
+def _softmax_backward(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``dL/dz = p * (g - sum(p * g))`` for ``g = dL/dp`` and ``p = softmax(z)`` (one fused kernel)."""
+    return torch.ops.aten._softmax_backward_data(g, p, 1, p.dtype)
+
+
+def _wk_parts(p: torch.Tensor, target: torch.Tensor, w: torch.Tensor, epsilon: float, want_grad: bool):
+    """``(WK, dWK/dp or None)`` of a batch: ``WK = O / (E + epsilon)`` with
+    ``O = sum_b p_b . W[:, y_b]`` and ``E = (1/N) (sum_b p_b) . W n`` (n_j: count of label j).
+
+    Gradient: ``dWK/dp_b = (W[:, y_b] - WK * m) / (E + epsilon)``, ``m = W n / N`` (one ``[C]``
+    vector for the batch).
+    """
+    n, c = p.shape
+    columns = w.t().index_select(0, target)  # W[:, y_b], [B, C]
+    observed = torch.linalg.vecdot(p, columns).sum()
+    m = w @ torch.bincount(target, minlength=c).to(p.dtype) / n
+    denominator = p.sum(dim=0) @ m + epsilon
+    ratio = observed / denominator
+    grad = columns.sub_(ratio * m).div_(denominator) if want_grad else None
+    return ratio, grad
+
+
+def _mce_parts(p: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None, want_grad: bool):
+    """``((1/C) sum_c w_c (p_c - 1[c = y])^2`` per row ``[B]``, its gradient w.r.t. ``p`` or None)."""
+    c = p.shape[1]
+    err = p.scatter_add(1, target[:, None], torch.full_like(p[:, :1], -1.0))
+    weighted = err if class_weights is None else err * class_weights
+    values = torch.linalg.vecdot(weighted, err) / c
+    return values, (weighted.mul_(2.0 / c) if want_grad else None)
+
+
+@LOSSES.register("wk", "weighted kappa loss: 1 - soft QWK of the batch, in [0, 2] (ordinal)")
+class WeightedKappaLoss(_BatchLoss):
+    """Weighted kappa loss (de la Torre et al. 2018; the [0, 2] form of Vargas et al. 2020),
+    as dlordinal's ``WKLoss``.
+
+    ``WK = sum_b sum_i p_bi W[i, y_b] / ((1/N) sum_{i,j} W[i, j] (sum_b p_bi) n_j + epsilon)``
+
+    with ``p = softmax(z)``, ``n_j`` the count of label j in the batch and ``W`` from
+    ``kappa_weights`` (``(i - j)^2 / (C - 1)^2``). With one-hot predictions ``1 - WK`` is the
+    quadratic weighted kappa of the batch (``metrics/ordinal.py:qwk``, tested): minimising
+    WK maximises a soft QWK. 0 for a perfect batch, 1 for chance agreement, up to 2.
+    ``log=True`` gives ``log(WK + epsilon)``, de la Torre's original form (in (-inf, log 2]).
+
+    Args:
+        penalization: ``'quadratic'`` (default) | ``'linear'`` (``|i - j| / (C - 1)``).
+        class_weights: one weight per class (applied to the true class's column of W) or None.
+        epsilon: added to the denominator (dlordinal's 1e-10): a batch whose labels and
+            predictions sit in one class has a 0 denominator.
+        log: take the log of the ratio.
+        logit_scale, penalty, penalty_weight, penalty_on: see ``SoftmaxLoss``. reduction: 'mean' only.
+
+    The gradient of a ratio of batch sums couples the samples: a batch of 1 carries no
+    kappa (its chance agreement equals its agreement); use batches of tens or more.
+    """
+
+    def __init__(self, penalization: str = "quadratic", class_weights: Sequence[float] | None = None,
+                 epsilon: float = 1e-10, log: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        kappa_weights(2, penalization)  # checks the name
+        if not epsilon >= 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.penalization, self.epsilon, self.log = penalization, float(epsilon), bool(log)
+        self.class_weights = _check_class_weights(class_weights)
+
+    def batch_value(self, z, target, parts):
+        p = torch.softmax(z.detach(), dim=1)
+        ratio, g = _wk_parts(p, target, self.weights(z.shape[1], z.device), self.epsilon, needs_grad(z))
+        if self.log:  # d log(WK + eps) = dWK / (WK + eps)
+            value = torch.log(ratio + self.epsilon)
+            g = None if g is None else g.div_(ratio + self.epsilon)
+        else:
+            value = ratio
+        return _scalar_with_grad(z, value, None if g is None else _softmax_backward(g, p))
+
+
+@LOSSES.register("mce", "mean per-class squared error of the softmax (Brier / C) (ordinal)")
+class MeanClassErrorLoss(SoftmaxLoss):
+    """Mean squared error per class, averaged over the classes (dlordinal's ``MCELoss``).
+
+    ``MCE(p, y) = (1/C) sum_c w_c (p_c - 1[c = y])^2`` per sample (the multiclass Brier score
+    divided by C), ``p = softmax(z)``; the batch mean equals dlordinal's ``reduction='mean'``
+    (the mean over classes of the per-class mean over the batch).
+
+    Our convention: ``reduction='none'`` gives the per-sample values ``[B]`` and ``'sum'`` their
+    sum, like every softloss loss; dlordinal's ``'none'`` gives the per-class means ``[C]`` and
+    its ``'sum'`` their sum (C times its mean). Both differences are tested.
+
+    Args:
+        class_weights: ``w_c``, one per class, or None (all 1).
+        logit_scale, penalty, penalty_weight, penalty_on, reduction: see ``SoftmaxLoss``.
+    """
+
+    task_kinds = ("ordinal", "multiclass")
+
+    def __init__(self, class_weights: Sequence[float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.class_weights = _check_class_weights(class_weights)
+
+    def per_sample(self, logits, target, **aux):
+        w = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
+        p = torch.softmax(logits.detach(), dim=1)
+        values, g = _mce_parts(p, target, w, needs_grad(logits))
+        return with_grad(logits, values, None if g is None else _softmax_backward(g, p))
+
+
+@LOSSES.register("mce_wk", "wk_weight * wk + (1 - wk_weight) * mce (ordinal)")
+class MceWkLoss(_BatchLoss):
+    """``wk_weight * WK + (1 - wk_weight) * MCE`` (dlordinal's ``MCEAndWKLoss`` with ``C = wk_weight``):
+    the kappa loss keeps the ranking, the per-class error keeps every class in the predictions.
+
+    Args:
+        wk_weight: in [0, 1] (default 0.5).
+        penalization, class_weights: as ``wk`` (class_weights also weigh the MCE term, as in dlordinal).
+        logit_scale, penalty, penalty_weight, penalty_on: see ``SoftmaxLoss``. reduction: 'mean' only.
+
+    ``last_parts`` holds ``wk`` and ``mce``.
+    """
+
+    def __init__(self, wk_weight: float = 0.5, penalization: str = "quadratic",
+                 class_weights: Sequence[float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= wk_weight <= 1.0:
+            raise ValueError(f"wk_weight must be in [0, 1], got {wk_weight}")
+        kappa_weights(2, penalization)
+        self.wk_weight, self.penalization = float(wk_weight), penalization
+        self.class_weights = _check_class_weights(class_weights)
+
+    def batch_value(self, z, target, parts):
+        p = torch.softmax(z.detach(), dim=1)
+        want = needs_grad(z)
+        wk, g_wk = _wk_parts(p, target, self.weights(z.shape[1], z.device), 1e-10, want)
+        cw = None if self.class_weights is None else torch.tensor(self.class_weights, device=z.device)
+        mce_rows, g_mce = _mce_parts(p, target, cw, want)
+        mce = mce_rows.mean()
+        parts.update(wk=wk.detach(), mce=mce.detach())
+        value = self.wk_weight * wk + (1.0 - self.wk_weight) * mce
+        grad = None
+        if want:  # one softmax backward for both terms; the MCE mean spreads 1/N over the rows
+            g = g_wk.mul_(self.wk_weight).add_(g_mce, alpha=(1.0 - self.wk_weight) / p.shape[0])
+            grad = _softmax_backward(g, p)
+        return _scalar_with_grad(z, value, grad)
