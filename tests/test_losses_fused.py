@@ -1,11 +1,15 @@
-"""The fused path of the losses (``losses/fused.py``) against the eager one.
+"""The fused paths of the losses (``losses/fused.py``) against the eager one.
 
-Every shipped loss (and any registered loss without a config) runs forward + backward with the
-fused path forced on (its row function compiled by ``torch.compile``) and forced off, on the
-same inputs: random logits, extreme logits (+-1e4) and float16/bfloat16 logits; values and
-gradients must agree. The float64 reference tests of each family (test_losses_*.py) check the
-eager path; this file ties the compiled one to it. ``gpu``-marked tests do the same on CUDA,
-where the compiled path is Triton's.
+Every shipped loss (and any registered loss without a config) runs forward + backward on each
+fused path (its hand-written CPU kernel, ``losses/kernels.py``; its row function compiled by
+``torch.compile``) and on the eager path, on the same inputs: random logits, extreme logits
+(+-1e4) and float16/bfloat16 logits; values and gradients must agree. The float64 reference
+tests of each family (test_losses_*.py) check the eager path; this file ties the others to it.
+``gpu``-marked tests do the same on CUDA, where the compiled path is Triton's.
+
+Which losses have a fused path is read from ``fused.counts`` (a tiny call per loss and path),
+not written here: a loss whose row function gains a kernel is tested on it from then on, and a
+loss on plain torch ops (``ce``, the ordinal heads...) is listed as such.
 """
 
 from __future__ import annotations
@@ -17,19 +21,30 @@ import pytest
 import torch
 from conftest import REPO
 
-from softloss_cli.losses import fused
+from softloss_cli.losses import fused, kernels
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import loss_cost  # noqa: E402
 
 LOSSES = {k: v for k, v in loss_cost.loss_choices().items() if not isinstance(v, Exception)}
-# Losses with a closed-form row function (the others are one fused torch call already).
-# Losses with no row function on the fused path: plain torch ops (ce, epr, negated_ce,
-# positives_only) or closed-form gradients computed eagerly (the ordinal heads' and kappa losses).
-PLAIN = {"ce", "epr", "negated_ce", "positives_only", "coral", "corn", "clm", "unimodal", "wk", "mce", "mce_wk"}
-ROW_LOSSES = sorted(set(LOSSES) - PLAIN)
 needs_compiler = pytest.mark.skipif(not fused.available(torch.device("cpu")), reason="no C++ compiler for inductor")
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason="the CPU kernels do not build here (no C++ compiler)")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def paths_taken(name: str, mode: str) -> set[str]:
+    """The paths (``fused.PATHS``) one small forward + backward of loss ``name`` takes in ``mode``."""
+    loss = LOSSES[name]
+    logits, target, aux = loss_cost.make_inputs(loss, 4, 3, "cpu", torch.Generator().manual_seed(0))
+    before = dict(fused.counts)
+    with fused.mode_as(mode):
+        loss(logits, target, **aux).backward()
+    return {path for (_, path), n in fused.counts.items() if n > before.get((_, path), 0)}
+
+
+# The row functions' eager form needs no compiler, so this list is the same everywhere.
+ROW_LOSSES = sorted(name for name in LOSSES if paths_taken(name, "off"))
+KERNEL_LOSSES = sorted(name for name in ROW_LOSSES if kernels.available() and "kernel" in paths_taken(name, "kernel"))
 
 
 def _inputs(loss, b, c, device, seed=0, scale=3.0):
@@ -50,23 +65,24 @@ def _run(loss, logits, target, aux, mode):
     return value.detach(), [z.grad] + [v.grad for v in a.values()]
 
 
-def _assert_same(loss, logits, target, aux, atol, rtol):
-    before = sum(n for (_, path), n in fused.counts.items() if path == "fused")
+def _assert_same(loss, logits, target, aux, atol, rtol, mode="compile"):
+    path = {"compile": "compiled", "kernel": "kernel"}[mode]
+    before = sum(n for (_, p), n in fused.counts.items() if p == path)
     v_off, g_off = _run(loss, logits, target, aux, "off")
-    v_on, g_on = _run(loss, logits, target, aux, "on")
-    after = sum(n for (_, path), n in fused.counts.items() if path == "fused")
-    assert after > before, "the fused path did not run"
+    v_on, g_on = _run(loss, logits, target, aux, mode)
+    after = sum(n for (_, p), n in fused.counts.items() if p == path)
+    assert after > before, f"the {path} path did not run"
     assert torch.isfinite(v_on) and all(torch.isfinite(g).all() for g in g_on)
     torch.testing.assert_close(v_on, v_off, atol=atol, rtol=rtol)
     for a, b in zip(g_on, g_off):
         torch.testing.assert_close(a.float(), b.float(), atol=atol, rtol=rtol)
 
 
-def _check_loss(name, device):
+def _check_loss(name, device, mode="compile"):
     loss = LOSSES[name].to(device)
     # One shape for every case: one compilation per loss.
     logits, target, aux = _inputs(loss, 16, 9, device)
-    _assert_same(loss, logits, target, aux, atol=2e-5, rtol=1e-4)
+    _assert_same(loss, logits, target, aux, atol=2e-5, rtol=1e-4, mode=mode)
     # Extreme logits: +-1e4 in every row (a one-hot softmax, saturated sigmoids), plus some ties.
     extreme = logits.clone()
     extreme[:, 0] = 1e4
@@ -74,16 +90,23 @@ def _check_loss(name, device):
     extreme[1::4, 2] = 1e4  # two classes at the top
     extreme[3] = -1e4
     ext_aux = {k: v.clamp(-1.0, 1.0) * 1e4 for k, v in aux.items()}
-    _assert_same(loss, extreme, target, ext_aux, atol=1e-3, rtol=1e-4)
+    _assert_same(loss, extreme, target, ext_aux, atol=1e-3, rtol=1e-4, mode=mode)
     # Half-precision logits (what a bf16/fp16 autocast model gives): the loss runs in float32.
     for dtype in (torch.float16, torch.bfloat16):
-        _assert_same(loss, logits.to(dtype), target, {k: v.to(dtype) for k, v in aux.items()}, atol=1e-3, rtol=1e-3)
+        _assert_same(loss, logits.to(dtype), target, {k: v.to(dtype) for k, v in aux.items()}, atol=1e-3, rtol=1e-3,
+                     mode=mode)
 
 
 @needs_compiler
 @pytest.mark.parametrize("name", ROW_LOSSES)
 def test_fused_matches_eager_on_cpu(name):
     _check_loss(name, torch.device("cpu"))
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", KERNEL_LOSSES)
+def test_kernel_matches_eager_on_cpu(name):
+    _check_loss(name, torch.device("cpu"), mode="kernel")
 
 
 def test_auto_mode_keeps_small_inputs_and_compiling_callers_eager():
@@ -155,3 +178,148 @@ def test_fused_matches_eager_on_cuda_at_benchmark_size(name):
     _assert_same(loss, logits, target, aux, atol=5e-5, rtol=1e-3)
     with fused.mode_as("auto"):
         assert fused.wants_fused(logits)
+
+
+# ------------------------------------------------------- the kernels' options, row function by row function
+
+
+def _rows_case(kind, b, c, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, c, generator=g) * 4
+    z[0, :] = 0.0  # a uniform row
+    z[1, 0] = 1e4  # a one-hot row: 1 - p_top underflows
+    z[2, :] = -1e4
+    z[2, -1] = 30.0
+    z[3, 1] = 25.0  # a near-one-hot row that does not underflow
+    labels = torch.randint(0, c, (b,), generator=g)
+    labels[1] = 0
+    labels[2] = c - 1
+    multi = (torch.rand(b, c, generator=g) < 0.3).float()
+    return z, labels, multi
+
+
+def _kernel_cases():
+    from softloss_cli.losses import average_k, multilabel, negative, ordinal
+
+    gaps = torch.tensor([0.5, 1.0, 3.0, 0.25, 2.0, 1.5, 1.0, 4.0, 0.1, 2.0, 1.0, 1.0, 0.5])
+    cases = []
+    for c in (2, 9, 14):
+        cases += [
+            (f"cdf unit C={c}", ordinal.cdf_rows, lambda z, y, m: (z, y, None)),
+            (f"cdw table C={c}", ordinal.cdw_rows,
+             lambda z, y, m: (z, y, ordinal.ClassDistanceWeightedCELoss(alpha=2.0).weight_table(y, z.shape[1], "cpu"),
+                              True)),
+            (f"cdw rows C={c}", ordinal.cdw_rows,
+             lambda z, y, m: (z, y, ordinal.ClassDistanceWeightedCELoss().weight_rows(y, z.shape[1], "cpu"), False)),
+            (f"nl C={c}", negative.nl_rows, lambda z, y, m: (z, y, torch.arange(z.shape[0]) % 3 == 0, 0.7)),
+            (f"two_head C={c}", average_k.two_head_ce_rows, lambda z, y, m: (z, y)),
+            (f"bce C={c}", multilabel.bce_rows, lambda z, y, m: (z, m)),
+            (f"bce_one_hot C={c}", average_k.bce_one_hot_rows, lambda z, y, m: (z, y, 0.3, 0.5)),
+        ]
+        for gamma in (0.0, 1.0, 2.0, 1.5):
+            cases.append((f"focal g={gamma} C={c}", multilabel.focal_rows, lambda z, y, m, g=gamma: (z, m, g, 0.25, 0.75)))
+        for gn, gp, clip, det in ((4.0, 0.0, 0.05, False), (4.0, 1.0, 0.0, False), (0.5, 0.0, 0.05, False),
+                                  (0.0, 0.0, 0.05, False), (2.0, 1.0, 0.05, True), (1.0, 2.5, 0.2, False)):
+            cases.append((f"asl gn={gn} gp={gp} clip={clip} detach={det} C={c}", multilabel.asl_rows,
+                          lambda z, y, m, a=(gn, gp, clip, det): (z, m, *a)))
+    cases.append(("cdf gaps C=14", ordinal.cdf_rows, lambda z, y, m: (z, y, gaps)))
+    return cases
+
+
+KERNEL_CASES = _kernel_cases() if kernels.available() else []
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=[c[0] for c in KERNEL_CASES])
+def test_kernel_options_match_the_eager_row_function(case):
+    """Every option a kernel takes (label-indexed or per-row weights, unequal CDF gaps, integer
+    and fractional exponents, ASL's clip and detached weights), on uniform, one-hot and
+    saturated rows, with and without the gradient, with 1 and 2 threads."""
+    _, fn, make = case
+    c = int(case[0].rsplit("C=", 1)[1])
+    z, labels, multi = _rows_case(fn.__name__, 40, c, seed=c)
+    args = make(z, labels, multi)
+    # The reference: the eager row function in float64 (in float32 its separate sums can cancel:
+    # focal's -7500 + 1e-4 - (-7500) on a saturated row, which the kernel sums entry by entry).
+    wide = [a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+    expected = [None if e is None else e.float() for e in fn(*wide)]
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            got = fused._kernels[fn](*args)
+            no_grad = fused._kernels[fn](*args, want_grad=False)
+        finally:
+            torch.set_num_threads(1)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            if b is None:
+                assert a is None
+                continue
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+        assert no_grad[1] is None
+        torch.testing.assert_close(no_grad[0], expected[0], atol=2e-5, rtol=2e-5)
+
+
+@needs_kernels
+def test_kernels_refuse_labels_out_of_range_like_torch():
+    from softloss_cli.losses.ordinal import RankedProbabilityLoss
+
+    z = torch.randn(4, 5, requires_grad=True)
+    with fused.mode_as("kernel"), pytest.raises(IndexError, match="target 5 is out of bounds for 5 classes"):
+        RankedProbabilityLoss()(z, torch.tensor([0, 1, 5, 2]))
+
+
+@needs_kernels
+def test_the_kernel_split_over_threads_matches_one_thread():
+    """Large inputs are split into row blocks on a thread pool: the same numbers as one call."""
+    from softloss_cli.losses.ordinal import cdf_rows
+
+    z = torch.randn(3000, 101)
+    y = torch.randint(0, 101, (3000,))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fused._kernels[cdf_rows](z, y, None)
+        torch.set_num_threads(4)
+        four = fused._kernels[cdf_rows](z, y, None)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], four[0]) and torch.equal(one[1], four[1])
+
+
+def test_without_a_compiler_auto_runs_eagerly_and_says_why(monkeypatch, tmp_path):
+    """No C++ compiler: 'auto' takes the eager path (no warning: nothing failed), 'kernel' says
+    why in one line."""
+    from softloss_cli.losses.ordinal import cdf_rows
+
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_error", None)
+    monkeypatch.setattr(kernels, "compiler", lambda: None)
+    z = torch.randn(8, 5)
+    y = torch.randint(0, 5, (8,))
+    with fused.mode_as("auto"):
+        assert fused.path_for(z, cdf_rows) != "kernel"
+    with fused.mode_as("kernel"), pytest.raises(kernels.KernelUnavailable, match="no C\\+\\+ compiler on the PATH"):
+        fused.call(cdf_rows, z, y, None)
+
+
+def test_the_build_is_cached_by_source_flags_and_cpu(monkeypatch, tmp_path):
+    """One build per (source, flags, compiler, CPU): a second load reuses the file; a changed
+    flag builds another."""
+    if kernels.compiler() is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("SOFTLOSS_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_error", None)
+    kernels.library()
+    built = sorted(tmp_path.glob("*.so"))
+    assert len(built) == 1 and not list(tmp_path.glob(".*tmp"))
+    stamp = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(kernels, "_lib", None)
+    kernels.library()
+    assert built[0].stat().st_mtime_ns == stamp
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "FLAGS", (*kernels.FLAGS, "-DSOFTLOSS_TEST_FLAG"))
+    kernels.library()
+    assert len(list(tmp_path.glob("*.so"))) == 2

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses import fused
+from softloss_cli.losses import fused, kernels
 from softloss_cli.losses.base import LOSSES, SoftmaxLoss, reduce_loss, row_loss
 from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows, softplus_sigmoid
 
@@ -72,6 +72,20 @@ def bce_one_hot_rows_fused(z: torch.Tensor, target: torch.Tensor, neg_weight: fl
     # softplus(-z) = softplus(z) - z at the label, softplus(z) off it
     values = torch.where(is_y, sp - z, neg_weight * sp).sum(dim=1) * scale
     grad = torch.where(is_y, s - 1.0, neg_weight * s) * scale if want_grad else None
+    return values, grad
+
+
+@fused.kernel_of(bce_one_hot_rows)
+def bce_one_hot_rows_kernel(z: torch.Tensor, target: torch.Tensor, neg_weight: float, scale: float,
+                            want_grad: bool = True):
+    """``bce_one_hot_rows`` as one CPU kernel (``cpu_kernels.cpp``)."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.check_index(target, c)
+    values = z.new_empty(b)
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch("bce_one_hot_rows", b, z, target, float(neg_weight), float(scale), c, kernels.ROWS, values, grad,
+                   elements_per_row=c)
     return values, grad
 
 
@@ -247,6 +261,19 @@ def two_head_ce_rows(z: torch.Tensor, target: torch.Tensor, want_grad: bool = Tr
     ce = (z.amax(dim=1) - z.gather(1, idx).squeeze(1)) - probs.amax(dim=1).log()
     grad = probs.scatter_add(1, idx, torch.full_like(ce[:, None], -1.0)) if want_grad else None
     return ce, grad, probs.scatter_(1, idx, -1.0)
+
+
+@fused.kernel_of(two_head_ce_rows)
+def two_head_ce_rows_kernel(z: torch.Tensor, target: torch.Tensor, want_grad: bool = True):
+    """``two_head_ce_rows`` as one CPU kernel (``cpu_kernels.cpp``)."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.check_index(target, c)
+    ce = z.new_empty(b)
+    others = torch.empty_like(z)
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch("two_head_ce_rows", b, z, target, c, kernels.ROWS, ce, grad, others, elements_per_row=c)
+    return ce, grad, others
 
 
 class _SinglePositiveLoss(SigmoidLoss):

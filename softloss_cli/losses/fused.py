@@ -1,33 +1,41 @@
-"""The fused path of the losses: each loss's per-row function, compiled into few kernels.
+"""The fused path of the losses: each loss's per-row function run as few kernels as possible.
 
 Every loss here computes its per-sample values and their gradient in closed form in one
 pure function of detached tensors (``rows(z, ...) -> (values [B], grad [B, C] | None, ...)``,
 see ``base.RowLossWithGrad``). Run eagerly, such a function is a chain of tensor ops, one
-pass over ``B x C`` each (and one kernel launch each on a GPU). ``call(fn, *args)`` runs it
-through ``torch.compile`` instead: inductor fuses the chain into a few loops that read the
-logits once (C++/OpenMP on the CPU, Triton kernels on CUDA), which is what makes the losses
-cost about what ``F.cross_entropy`` costs (benchmarks/loss_cost.py).
+pass over ``B x C`` each (and one kernel launch each on a GPU). Two fused paths replace it:
 
-When the fused path runs (``mode``, settable with ``set_mode`` / ``mode_as`` or the
-environment variable ``SOFTLOSS_FUSED``):
+- ``kernel``: a hand-written CPU kernel (``cpu_kernels.cpp``, built and loaded by
+  ``losses/kernels.py``) that reads each row once and writes its value and gradient in the
+  same pass, registered with ``@kernel_of(eager_fn)`` beside the eager function;
+- ``compiled``: ``torch.compile`` of the row function (Triton kernels on CUDA, C++/OpenMP
+  loops on the CPU): inductor fuses the chain into a few loops that read the logits once.
 
-- ``'auto'`` (default): on CUDA when Triton is importable; on the CPU when a C++ compiler is
-  on the PATH, the logits hold at least ``CPU_MIN_ELEMENTS`` entries (below that the eager
-  chain costs well under a millisecond, and a first compile costs seconds) and the function is
-  not marked ``eager_on_cpu`` (its compiled CPU code measured slower); never while
-  ``torch.compile`` is already tracing (``trainer.compile=true`` compiles the loss together
-  with the model: the outer trace gets the fusable variant of the row function). A compile
-  that fails falls back to the eager function, with one warning, for the rest of the process.
-- ``'on'``: always (errors propagate: the tests use it to check the fused path itself).
-- ``'off'``: never.
+Which path runs (``mode``, settable with ``set_mode`` / ``mode_as``, the environment variable
+``SOFTLOSS_FUSED``, or the config key ``trainer.fused_loss``):
 
-Both paths run the same function unless the family registers a compile-friendly variant of
-it (``@variant_of(eager_fn)``): the same values and gradient written with masks (``col ==
-label``) instead of ``scatter``/``index_select``, which inductor cannot fuse across, and with
-every row treated alike (no data-dependent subsets). Either way the two paths agree to float
-rounding (tests/test_losses_fused.py). Each compiled function is compiled once per process (and per static argument); shapes are
-dynamic after the first recompilation, so a new batch size or class count does not compile
-again. Compiled code is cached on disk by inductor across processes.
+- ``'auto'`` (default): on the CPU, the hand-written kernel where the function has one and the
+  kernels build here (a C++ compiler on the PATH); else the compiled function on CUDA (when
+  Triton is importable) and on the CPU when a compiler is there, the logits hold at least
+  ``CPU_MIN_ELEMENTS`` entries (below that the eager chain costs well under a millisecond, and a
+  first compile costs seconds) and the function is not marked ``eager_on_cpu`` (its compiled
+  CPU code measured slower); else eager. Never while ``torch.compile`` is already tracing
+  (``trainer.compile=true`` compiles the loss together with the model: the outer trace gets the
+  fusable variant of the row function). A kernel or compile that fails falls back to the eager
+  function, with one warning, for the rest of the process.
+- ``'kernel'``: the hand-written kernel wherever the function has one (else eager); errors
+  propagate (the tests use it to check the kernels themselves).
+- ``'compile'``: always the compiled function; errors propagate.
+- ``'off'``: always eager.
+
+The compiled path runs the same function unless the family registers a compile-friendly
+variant of it (``@variant_of(eager_fn)``): the same values and gradient written with masks
+(``col == label``) instead of ``scatter``/``index_select``, which inductor cannot fuse across,
+and with every row treated alike (no data-dependent subsets). Every path agrees with the eager
+one to float rounding (tests/test_losses_fused.py). Each compiled function is compiled once per
+process (and per static argument); shapes are dynamic after the first recompilation, so a new
+batch size or class count does not compile again. Compiled code is cached on disk by inductor
+across processes, the kernels by ``losses/kernels.py``.
 """
 
 from __future__ import annotations
@@ -40,10 +48,12 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["CPU_MIN_ELEMENTS", "MODES", "available", "call", "eager_on_cpu", "get_mode", "mode_as", "set_mode",
-           "variant_of", "wants_fused"]
+__all__ = ["CPU_MIN_ELEMENTS", "MODES", "PATHS", "available", "call", "eager_on_cpu", "get_mode", "kernel_of",
+           "mode_as", "path_for", "set_mode", "variant_of", "wants_fused"]
 
-MODES = ("auto", "on", "off")
+MODES = ("auto", "kernel", "compile", "off")
+#: the paths a call can take (the keys of ``counts``).
+PATHS = ("kernel", "compiled", "eager")
 #: on the CPU, ``'auto'`` fuses logits of at least this many entries (B = 4096 at C = 16).
 CPU_MIN_ELEMENTS = 1 << 16
 
@@ -60,6 +70,8 @@ _broken: dict[Callable, str] = {}
 _available: dict[str, bool] = {}
 _variants: dict[Callable, Callable] = {}
 _eager_cpu: set[Callable] = set()
+_kernels: dict[Callable, Callable] = {}
+_broken_kernels: dict[Callable, str] = {}
 #: how many calls took each path, per function name (read by the tests and the benchmark).
 counts: dict[tuple[str, str], int] = {}
 
@@ -107,17 +119,43 @@ def available(device: torch.device) -> bool:
     return _available[kind]
 
 
-def wants_fused(z: torch.Tensor, fn: Callable | None = None) -> bool:
-    """Whether ``call`` would run the compiled ``fn`` on logits ``z`` in the current mode."""
+def path_for(z: torch.Tensor, fn: Callable | None = None) -> str:
+    """Which path ``call(fn, z, ...)`` takes in the current mode: ``'kernel'``, ``'compiled'`` or ``'eager'``."""
     if _mode == "off" or torch.compiler.is_compiling():
-        return False
-    if _mode == "on":
-        return True
-    if not available(z.device):
-        return False
+        return "eager"
+    if z.device.type == "cpu" and fn in _kernels and fn not in _broken_kernels:
+        if _mode == "kernel":
+            return "kernel"
+        if _mode == "auto":
+            from softloss_cli.losses import kernels
+
+            if kernels.available():
+                return "kernel"
+    if _mode == "kernel":
+        return "eager"
+    if _mode == "compile":
+        return "compiled"
+    if not available(z.device) or fn in _broken:
+        return "eager"
     if z.device.type == "cuda":
-        return True
-    return z.numel() >= CPU_MIN_ELEMENTS and fn not in _eager_cpu
+        return "compiled"
+    return "compiled" if z.numel() >= CPU_MIN_ELEMENTS and fn not in _eager_cpu else "eager"
+
+
+def wants_fused(z: torch.Tensor, fn: Callable | None = None) -> bool:
+    """Whether ``call`` would run a fused path (kernel or compiled) for ``fn`` on logits ``z``."""
+    return path_for(z, fn) != "eager"
+
+
+def kernel_of(eager_fn: Callable) -> Callable:
+    """Decorator: the decorated function is the hand-written CPU kernel path of ``eager_fn``
+    (same arguments, same outputs up to rounding; ``losses/kernels.py`` launches the kernel)."""
+
+    def register(fn: Callable) -> Callable:
+        _kernels[eager_fn] = fn
+        return fn
+
+    return register
 
 
 def variant_of(eager_fn: Callable) -> Callable:
@@ -148,33 +186,51 @@ def _compiled_fn(fn: Callable) -> Callable:
     return compiled
 
 
+def _count(name: str, path: str) -> None:
+    counts[(name, path)] = counts.get((name, path), 0) + 1
+
+
+def _fallback(fn: Callable, exc: Exception, broken: dict, what: str, args, kwargs):
+    """Run ``fn`` eagerly after its ``what`` path failed in 'auto' mode; warn once and remember."""
+    name = getattr(fn, "__name__", "fn")
+    out = fn(*args, **kwargs)  # raises the caller's own error, if it is one
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    broken[fn] = reason
+    warnings.warn(f"{what} loss path unavailable for {name} ({type(exc).__name__}: {reason}); using the eager one",
+                  stacklevel=3)
+    _count(name, "eager")
+    return out
+
+
 def call(fn: Callable, *args, **kwargs):
-    """``fn(*args, **kwargs)``, compiled when ``wants_fused(args[0])``, else eager.
+    """``fn(*args, **kwargs)`` on the path ``path_for(args[0], fn)`` gives: its hand-written
+    kernel, its compiled form, or ``fn`` itself.
 
     ``fn`` is a pure function of detached tensors (no autograd inside) whose first argument
-    is the ``[B, C]`` logits. In ``'auto'`` mode a compilation error makes ``fn`` run eagerly
-    from then on (one warning); an error of the eager call is the caller's and propagates.
+    is the ``[B, C]`` logits. In ``'auto'`` mode a failing kernel or compilation makes ``fn``
+    run eagerly from then on (one warning); an error of the eager call is the caller's and
+    propagates.
     """
     name = getattr(fn, "__name__", "fn")
-    if wants_fused(args[0], fn) and fn not in _broken:
+    path = path_for(args[0], fn)
+    if path != "eager":
+        impl, broken, what = ((_kernels[fn], _broken_kernels, "kernel") if path == "kernel"
+                              else (_compiled_fn(fn), _broken, "fused"))
         try:
             with torch.no_grad():
-                out = _compiled_fn(fn)(*args, **kwargs)
+                out = impl(*args, **kwargs)
+        except (IndexError, ValueError):
+            raise  # the caller's mistake (a label out of range...), as the eager path would say it
         except Exception as exc:
-            if _mode == "on":
+            if _mode != "auto":
                 raise
-            out = fn(*args, **kwargs)  # raises the caller's own error, if it is one
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            _broken[fn] = reason
-            warnings.warn(f"fused loss path unavailable for {name} ({type(exc).__name__}: {reason}); "
-                          "using the eager one", stacklevel=2)
-            counts[(name, "eager")] = counts.get((name, "eager"), 0) + 1
-            return out
-        counts[(name, "fused")] = counts.get((name, "fused"), 0) + 1
+            with torch.no_grad():
+                return _fallback(fn, exc, broken, what, args, kwargs)
+        _count(name, path)
         return out
     if torch.compiler.is_compiling():  # an outer torch.compile traces it: give it the fusable form
         fn = _variants.get(fn, fn)
     else:
-        counts[(name, "eager")] = counts.get((name, "eager"), 0) + 1
+        _count(name, "eager")
     with torch.no_grad():
         return fn(*args, **kwargs)

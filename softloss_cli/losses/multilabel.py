@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses import fused
+from softloss_cli.losses import fused, kernels
 from softloss_cli.losses.base import (
     LOSSES,
     ClassificationLoss,
@@ -187,6 +187,25 @@ def bce_rows(z: torch.Tensor, t: torch.Tensor, want_grad: bool = True):
     return values, grad
 
 
+@fused.kernel_of(bce_rows)
+def bce_rows_kernel(z: torch.Tensor, t: torch.Tensor, want_grad: bool = True):
+    """``bce_rows`` as one CPU kernel (``cpu_kernels.cpp``): one exponential per entry."""
+    return _elementwise_kernel("bce_rows", z, t, (), want_grad)
+
+
+def _elementwise_kernel(name: str, z: torch.Tensor, t: torch.Tensor, params: tuple, want_grad: bool):
+    """Launch a kernel of the ``(z, t, *params, C, rows, values, grad)`` form on float32 ``[B, C]``."""
+    z = z.float().contiguous()
+    t = t.float().contiguous()
+    if t.shape != z.shape:
+        raise ValueError(f"targets {tuple(t.shape)} must be shaped like the logits {tuple(z.shape)}")
+    b, c = z.shape
+    values = z.new_empty(b)
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch(name, b, z, t, *params, c, kernels.ROWS, values, grad, elements_per_row=c)
+    return values, grad
+
+
 def softplus_sigmoid(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(softplus(z), sigmoid(z))`` from one ``exp(-|z|)``: ``max(z, 0) + log1p(e)`` and
     ``1 / (1 + e)`` (``z >= 0``) or ``e / (1 + e)``; finite for any ``z``."""
@@ -269,6 +288,14 @@ def focal_rows(z: torch.Tensor, t: torch.Tensor, gamma: float, a_pos: float, a_n
     return values, grad
 
 
+@fused.kernel_of(focal_rows)
+def focal_rows_kernel(z: torch.Tensor, t: torch.Tensor, gamma: float, a_pos: float, a_neg: float,
+                      want_grad: bool = True):
+    """``focal_rows`` as one CPU kernel (``cpu_kernels.cpp``); ``log s`` and ``log(1 - s)`` exact
+    (``-softplus(-z)``, ``-softplus(z)``) instead of the eager path's clamped logarithm."""
+    return _elementwise_kernel("focal_rows", z, t, (float(gamma), float(a_pos), float(a_neg)), want_grad)
+
+
 def asl_rows(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: float, clip: float,
              detach_weights: bool, want_grad: bool = True):
     """Asymmetric loss summed over categories, and its closed-form gradient divided by -1:
@@ -328,6 +355,14 @@ def asl_rows(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: floa
     values = -(neg.sum(dim=1) + pos.sub_(neg).mul_(t).sum(dim=1))
     grad = d_pos.sub_(d_neg).mul_(t).add_(d_neg) if grad_wanted else None  # d_neg + t (d_pos - d_neg)
     return values, grad
+
+
+@fused.kernel_of(asl_rows)
+def asl_rows_kernel(z: torch.Tensor, t: torch.Tensor, gamma_neg: float, gamma_pos: float, clip: float,
+                    detach_weights: bool, want_grad: bool = True):
+    """``asl_rows`` as one CPU kernel (``cpu_kernels.cpp``)."""
+    params = (float(gamma_neg), float(gamma_pos), float(clip), bool(detach_weights))
+    return _elementwise_kernel("asl_rows", z, t, params, want_grad)
 
 
 def _safe_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:

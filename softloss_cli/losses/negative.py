@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from softloss_cli.losses import fused
+from softloss_cli.losses import fused, kernels
 from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss, scaled_float
 
 __all__ = [
@@ -144,6 +144,21 @@ def nl_rows_fused(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, 
         off = torch.where(small, p * (-p_l / (1.0 - p_l.clamp_max(0.5))), p - (rest - lse_rest).exp())
         grad_neg = neg_weight * torch.where(is_l, p_l, off)
         grad = torch.where(positive[:, None], p - is_l.to(p.dtype), grad_neg)
+    return total, grad, ce, neg
+
+
+@fused.kernel_of(nl_rows)
+def nl_rows_kernel(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, neg_weight: float,
+                   want_grad: bool = True, all_rows: bool | None = None):
+    """``nl_rows`` as one CPU kernel (``cpu_kernels.cpp``); ``all_rows`` does not apply."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    label = kernels.check_index(label, c, "label")
+    positive = positive.to(torch.bool).contiguous().view(torch.uint8)
+    total, ce, neg = z.new_empty(b), z.new_empty(b), z.new_empty(b)
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch("nl_rows", b, z, label, positive, float(neg_weight), c, kernels.ROWS, total, ce, neg, grad,
+                   elements_per_row=c)
     return total, grad, ce, neg
 
 

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import torch
 
-from softloss_cli.losses import fused
+from softloss_cli.losses import fused, kernels
 from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss
 
 #: label-indexed tables (``[C, C]``) are cached up to this many classes, else built per call.
@@ -190,6 +190,19 @@ def cdf_rows_fused(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | N
     if want_grad:
         g = weighted.cumsum(dim=1) - weighted
         grad = p * (g - (p * g).sum(dim=1, keepdim=True))
+    return values, grad
+
+
+@fused.kernel_of(cdf_rows)
+def cdf_rows_kernel(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None, want_grad: bool = True):
+    """``cdf_rows`` as one CPU kernel (``cpu_kernels.cpp``): the two prefix sums run 8 lanes at a time."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.check_index(target, c)
+    gaps = None if gaps is None else gaps.float().contiguous()
+    values = z.new_empty(b)
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch("cdf_rows", b, z, target, gaps, c, kernels.ROWS, values, grad, elements_per_row=c)
     return values, grad
 
 
@@ -400,6 +413,21 @@ def cdw_rows_fused(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, p
         p_t = (z.gather(1, top) - lse).exp()
         off = r - p * area - (w_t * p_t) * (rest - lse_rest).exp()
         grad = torch.where(is_t, p_t * (w_t - area), off)
+    return values, grad
+
+
+@fused.kernel_of(cdw_rows)
+def cdw_rows_kernel(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, per_class: bool,
+                    want_grad: bool = True, all_rows: bool | None = None):
+    """``cdw_rows`` as one CPU kernel (``cpu_kernels.cpp``); ``all_rows`` does not apply (a kernel
+    takes the leave-one-out branch row by row, where it is needed)."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.check_index(target, c)
+    table = table.float().contiguous()
+    values = z.new_empty(b)
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch("cdw_rows", b, z, target, table, per_class, c, kernels.ROWS, values, grad, elements_per_row=c)
     return values, grad
 
 
