@@ -409,4 +409,112 @@ void asl_rows(const float* z, const float* t, float gamma_neg, float gamma_pos, 
   }
 }
 
+// ordinal.kl_rows: KL(q || softmax(z)) = q_log_q - sum_k q_k log p_k; grad p * q_sum - q. With
+// `target`, q [C, C], q_log_q [C], q_sum [C] are per-class tables (row target[b]); else per row.
+void kl_rows(const float* z, const int64_t* target, const float* q, const float* q_log_q, const float* q_sum,
+             int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+  std::vector<float> buf(C);
+  float* e = buf.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* zr = z + r * C;
+    const int64_t row = target ? target[r] : r;
+    const float* qr = q + row * C;
+    const float m = row_max(zr, C);
+    float* out = grad ? grad + r * C : e;
+    const float s = exp_shifted(zr, m, out, C);
+    const float shift = m + logf(s);  // log p_k = z_k - shift
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t k = 0; k < C; ++k) dot += qr[k] * (zr[k] - shift);
+    values[r] = q_log_q[row] - dot;
+    if (!grad) continue;
+    const float scale = q_sum[row] / s;
+#pragma omp simd
+    for (int64_t k = 0; k < C; ++k) out[k] = out[k] * scale - qr[k];
+  }
+}
+
+// ordinal_heads._binary_rows for CORAL/CORN: sum_k w_k softplus(sign_k x_k), sign_k = -1 where
+// y > k, +1 where y <= k; `conditional` (CORN) drops the tasks k > y. grad w sign sigmoid(sign x).
+void binary_rows(const float* x, const int64_t* y, const float* weights, int conditional, int64_t K, int64_t r0,
+                 int64_t r1, float* values, float* grad) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * K;
+    const int64_t yr = y[r];
+    float* gr = grad ? grad + r * K : nullptr;
+    float val = 0.f;
+#pragma omp simd reduction(+ : val)
+    for (int64_t k = 0; k < K; ++k) {
+      const float sign = k < yr ? -1.f : 1.f;
+      const float w = (conditional && k > yr) ? 0.f : (weights ? weights[k] : 1.f);
+      const SoftplusSigmoid q = softplus_sigmoid(sign * xr[k]);
+      val += w == 0.f ? 0.f : w * q.sp;
+      if (gr) gr[k] = w * sign * q.s;
+    }
+    values[r] = val;
+  }
+}
+
+// The batch kappa losses (and MCE), first pass: p = softmax(z) into `p`, and per row (where `WT`
+// is not null) obs_b = sum_i p_bi W[i, y_b] (WT: W transposed, row y_b) and pm_b = p_b . m, and
+// (where `mce` is not null) the per-class squared error (1/C) sum_i w_i (p_bi - 1[i = y_b])^2.
+void kappa_stats(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w, int64_t C,
+                 int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* zr = z + r * C;
+    const int64_t yr = y[r];
+    float* pr = p + r * C;
+    const float mx = row_max(zr, C);
+    const float inv = 1.f / exp_shifted(zr, mx, pr, C);
+    float o = 0.f, a = 0.f, sq = 0.f;
+    if (WT) {
+      const float* wr = WT + yr * C;
+#pragma omp simd reduction(+ : o, a)
+      for (int64_t k = 0; k < C; ++k) {
+        const float pk = pr[k] * inv;
+        pr[k] = pk;
+        o += pk * wr[k];
+        a += pk * m[k];
+      }
+      obs[r] = o;
+      pm[r] = a;
+    } else {
+#pragma omp simd
+      for (int64_t k = 0; k < C; ++k) pr[k] *= inv;
+    }
+    if (!mce) continue;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t k = 0; k < C; ++k) {
+      const float err = k == yr ? pr[k] - 1.f : pr[k];
+      sq += (class_w ? class_w[k] : 1.f) * err * err;
+    }
+    mce[r] = sq / static_cast<float>(C);
+  }
+}
+
+// Second pass, in place on p: grad = p * (g - sum_i p_i g_i) with
+// g_i = a_wk (W[i, y] - ratio m_i) + a_mce (2 / C) w_i (p_i - 1[i = y]).
+void kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, float a_wk, float ratio, float a_mce,
+                const float* class_w, int64_t C, int64_t r0, int64_t r1) {
+  const float two_c = 2.f / static_cast<float>(C);
+  for (int64_t r = r0; r < r1; ++r) {
+    float* pr = p + r * C;
+    const int64_t yr = y[r];
+    const float* wr = WT ? WT + yr * C : nullptr;  // null: no kappa term (a_wk = 0)
+    float pg = 0.f;
+#pragma omp simd reduction(+ : pg)
+    for (int64_t k = 0; k < C; ++k) {
+      const float err = k == yr ? pr[k] - 1.f : pr[k];
+      const float g = (wr ? a_wk * (wr[k] - ratio * m[k]) : 0.f) + a_mce * two_c * (class_w ? class_w[k] : 1.f) * err;
+      pg += pr[k] * g;
+    }
+#pragma omp simd
+    for (int64_t k = 0; k < C; ++k) {
+      const float err = k == yr ? pr[k] - 1.f : pr[k];
+      const float g = (wr ? a_wk * (wr[k] - ratio * m[k]) : 0.f) + a_mce * two_c * (class_w ? class_w[k] : 1.f) * err;
+      pr[k] = pr[k] * (g - pg);
+    }
+  }
+}
+
 }  // extern "C"

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, with_grad
+from softloss_cli.losses import fused, kernels
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, row_loss, with_grad
 
 __all__ = ["WeightedKappaLoss", "MeanClassErrorLoss", "MceWkLoss", "kappa_weights"]
 
@@ -68,12 +69,14 @@ class _BatchLoss(SoftmaxLoss):
             raise ValueError(f"loss={self.registry_name} is a batch-level loss: reduction must be 'mean', got {reduction!r}")
         super().__init__(reduction=reduction, **kwargs)
         self.penalization = "quadratic"
-        self._w: dict[tuple[torch.device, int], torch.Tensor] = {}
+        self._w: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def weights(self, c: int, device) -> torch.Tensor:
+    def weights(self, c: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, W transposed and contiguous)`` for ``c`` classes on ``device`` (cached)."""
         key = (torch.device(device), c)
         if key not in self._w:
-            self._w[key] = kappa_weights(c, self.penalization, self.class_weights, device)
+            w = kappa_weights(c, self.penalization, self.class_weights, device)
+            self._w[key] = (w, w.t().contiguous())
         return self._w[key]
 
     def batch_value(self, z: torch.Tensor, target: torch.Tensor, parts: dict) -> torch.Tensor:
@@ -123,6 +126,90 @@ def _mce_parts(p: torch.Tensor, target: torch.Tensor, class_weights: torch.Tenso
     return values, (weighted.mul_(2.0 / c) if want_grad else None)
 
 
+def mce_rows(z: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None, want_grad: bool = True):
+    """MCE per row, ``(1/C) sum_c w_c (p_c - 1[c = y])^2`` with ``p = softmax(z)``, and its
+    gradient w.r.t. ``z``: ``(values [B], grad [B, C] or None)`` for detached ``z``."""
+    p = torch.softmax(z, dim=1)
+    values, g = _mce_parts(p, target, class_weights, want_grad)
+    return values, (None if g is None else _softmax_backward(g, p))
+
+
+@fused.kernel_of(mce_rows)
+def mce_rows_kernel(z: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None,
+                    want_grad: bool = True):
+    """``mce_rows`` as two CPU kernel passes (``cpu_kernels.cpp``: ``kappa_stats``, ``kappa_grad``)."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.check_index(target, c)
+    cw = None if class_weights is None else class_weights.float().contiguous()
+    p, values = torch.empty_like(z), z.new_empty(b)
+    kernels.launch("kappa_stats", b, z, target, None, None, cw, c, kernels.ROWS, p, None, None, values,
+                   elements_per_row=c)
+    if not want_grad:
+        return values, None
+    kernels.launch("kappa_grad", b, p, target, None, None, 0.0, 0.0, 1.0, cw, c, kernels.ROWS, elements_per_row=c)
+    return values, p
+
+
+def kappa_batch(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w_t: torch.Tensor,
+                class_weights: torch.Tensor | None, mce_weight: float | None, epsilon: float, log: bool,
+                want_grad: bool = True):
+    """The batch kappa losses' value and gradient w.r.t. detached ``z``.
+
+    ``K = WK`` (``_wk_parts``) or, with ``log``, ``log(WK + epsilon)``; with ``mce_weight`` (a
+    float ``a``) the value is ``a K + (1 - a) mean_b MCE_b`` (``_mce_parts``; ``class_weights``
+    ``[C]`` or None), without it ``K``. ``w`` is ``W [C, C]``, ``w_t`` its transpose (contiguous,
+    for the kernel). Returns ``(value, grad [B, C] or None, WK, mean MCE or None)``, 0-d tensors.
+    """
+    p = torch.softmax(z, dim=1)
+    ratio, g = _wk_parts(p, target, w, epsilon, want_grad)
+    value = torch.log(ratio + epsilon) if log else ratio
+    if log and g is not None:  # d log(WK + eps) = dWK / (WK + eps)
+        g = g.div_(ratio + epsilon)
+    mce = None
+    if mce_weight is not None:
+        mce_values, g_mce = _mce_parts(p, target, class_weights, want_grad)
+        mce = mce_values.mean()
+        value = mce_weight * value + (1.0 - mce_weight) * mce
+        if g is not None:  # the MCE mean spreads 1/N over the rows
+            g = g.mul_(mce_weight).add_(g_mce, alpha=(1.0 - mce_weight) / p.shape[0])
+    return value, (None if g is None else _softmax_backward(g, p)), ratio, mce
+
+
+@fused.kernel_of(kappa_batch)
+def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w_t: torch.Tensor,
+                       class_weights: torch.Tensor | None, mce_weight: float | None, epsilon: float, log: bool,
+                       want_grad: bool = True):
+    """``kappa_batch`` as two CPU kernel passes: softmax and the per-row sums (``kappa_stats``),
+    the batch's ratio, then the gradient in place of the probabilities (``kappa_grad``)."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.check_index(target, c)
+    w_t = w_t.float().contiguous()
+    cw = None if class_weights is None else class_weights.float().contiguous()
+    m = (w @ torch.bincount(target, minlength=c).to(w.dtype)) / b
+    p, obs, pm = torch.empty_like(z), z.new_empty(b), z.new_empty(b)
+    mce_values = z.new_empty(b) if mce_weight is not None else None
+    kernels.launch("kappa_stats", b, z, target, w_t, m, cw, c, kernels.ROWS, p, obs, pm, mce_values,
+                   elements_per_row=c)
+    denominator = pm.sum() + epsilon
+    ratio = obs.sum() / denominator
+    value = torch.log(ratio + epsilon) if log else ratio
+    a_wk = 1.0 / float(denominator)
+    if log:
+        a_wk /= float(ratio + epsilon)
+    mce, a_mce = None, 0.0
+    if mce_weight is not None:
+        mce = mce_values.mean()
+        value = mce_weight * value + (1.0 - mce_weight) * mce
+        a_wk, a_mce = a_wk * mce_weight, (1.0 - mce_weight) / b
+    if not want_grad:
+        return value, None, ratio, mce
+    kernels.launch("kappa_grad", b, p, target, w_t, m, a_wk, float(ratio), a_mce, cw, c, kernels.ROWS,
+                   elements_per_row=c)
+    return value, p, ratio, mce
+
+
 @LOSSES.register("wk", "weighted kappa loss: 1 - soft QWK of the batch, in [0, 2] (ordinal)")
 class WeightedKappaLoss(_BatchLoss):
     """Weighted kappa loss (de la Torre et al. 2018; the [0, 2] form of Vargas et al. 2020),
@@ -158,14 +245,9 @@ class WeightedKappaLoss(_BatchLoss):
         self.class_weights = _check_class_weights(class_weights)
 
     def batch_value(self, z, target, parts):
-        p = torch.softmax(z.detach(), dim=1)
-        ratio, g = _wk_parts(p, target, self.weights(z.shape[1], z.device), self.epsilon, needs_grad(z))
-        if self.log:  # d log(WK + eps) = dWK / (WK + eps)
-            value = torch.log(ratio + self.epsilon)
-            g = None if g is None else g.div_(ratio + self.epsilon)
-        else:
-            value = ratio
-        return _scalar_with_grad(z, value, None if g is None else _softmax_backward(g, p))
+        value, grad, _, _ = fused.call(kappa_batch, z.detach(), target, *self.weights(z.shape[1], z.device), None,
+                                       None, self.epsilon, self.log, want_grad=needs_grad(z))
+        return _scalar_with_grad(z, value, grad)
 
 
 @LOSSES.register("mce", "mean per-class squared error of the softmax (Brier / C) (ordinal)")
@@ -193,9 +275,7 @@ class MeanClassErrorLoss(SoftmaxLoss):
 
     def per_sample(self, logits, target, **aux):
         w = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
-        p = torch.softmax(logits.detach(), dim=1)
-        values, g = _mce_parts(p, target, w, needs_grad(logits))
-        return with_grad(logits, values, None if g is None else _softmax_backward(g, p))
+        return row_loss(mce_rows, logits, target, w)[0]
 
 
 @LOSSES.register("mce_wk", "wk_weight * wk + (1 - wk_weight) * mce (ordinal)")
@@ -221,16 +301,8 @@ class MceWkLoss(_BatchLoss):
         self.class_weights = _check_class_weights(class_weights)
 
     def batch_value(self, z, target, parts):
-        p = torch.softmax(z.detach(), dim=1)
-        want = needs_grad(z)
-        wk, g_wk = _wk_parts(p, target, self.weights(z.shape[1], z.device), 1e-10, want)
         cw = None if self.class_weights is None else torch.tensor(self.class_weights, device=z.device)
-        mce_rows, g_mce = _mce_parts(p, target, cw, want)
-        mce = mce_rows.mean()
+        value, grad, wk, mce = fused.call(kappa_batch, z.detach(), target, *self.weights(z.shape[1], z.device), cw,
+                                          self.wk_weight, 1e-10, False, want_grad=needs_grad(z))
         parts.update(wk=wk.detach(), mce=mce.detach())
-        value = self.wk_weight * wk + (1.0 - self.wk_weight) * mce
-        grad = None
-        if want:  # one softmax backward for both terms; the MCE mean spreads 1/N over the rows
-            g = g_wk.mul_(self.wk_weight).add_(g_mce, alpha=(1.0 - self.wk_weight) / p.shape[0])
-            grad = _softmax_backward(g, p)
         return _scalar_with_grad(z, value, grad)

@@ -531,6 +531,21 @@ def kl_rows(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log
     return values, grad
 
 
+@fused.kernel_of(kl_rows)
+def kl_rows_kernel(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log_q: torch.Tensor,
+                   q_sum: torch.Tensor, want_grad: bool = True):
+    """``kl_rows`` as one CPU kernel (``cpu_kernels.cpp``): the tables' rows are read in place."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    if target is not None:
+        target = kernels.check_index(target, q.shape[0])
+    q, q_log_q, q_sum = (t.float().contiguous() for t in (q, q_log_q, q_sum))
+    values = z.new_empty(b)
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch("kl_rows", b, z, target, q, q_log_q, q_sum, c, kernels.ROWS, values, grad, elements_per_row=c)
+    return values, grad
+
+
 @LOSSES.register("sord", "soft ordinal labels: CE against softmax(-alpha |v_k - v_y|) (ordinal)")
 class SoftOrdinalLoss(OrdinalLoss):
     """Soft ordinal labels, SORD (Díaz & Marathe, "Soft Labels for Ordinal Regression",

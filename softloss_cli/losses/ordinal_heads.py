@@ -42,13 +42,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from softloss_cli.losses import fused, kernels
 from softloss_cli.losses.base import (
     LOSSES,
     ClassificationLoss,
     SoftmaxLoss,
-    needs_grad,
     reduce_loss,
-    with_grad,
+    row_loss,
 )
 
 __all__ = [
@@ -197,30 +197,47 @@ def _native(aux: dict, key: str, loss_name: str, head: str) -> torch.Tensor:
     return aux[key]
 
 
-def _binary_rows(x: torch.Tensor, sign: torch.Tensor, offset: torch.Tensor | None = None,
-                 weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum_k w_k softplus(sign_k x_k + offset_k)`` per row, with its closed-form gradient
-    ``w sign sigmoid(sign x + offset)``.
+def binary_rows(x: torch.Tensor, target: torch.Tensor, sign_table: torch.Tensor, offset_table: torch.Tensor | None,
+                weights: torch.Tensor | None, want_grad: bool = True):
+    """``sum_k w_k softplus(sign_k x_k + offset_k)`` per row, and its closed-form gradient
+    ``w sign sigmoid(sign x + offset)``: ``(values [B], grad [B, K] or None)``.
 
     ``sign`` is -1 where the binary target is 1 (``y > k``) and +1 where it is 0:
     ``softplus(-x) = -log sigmoid(x)`` and ``softplus(x) = -log sigmoid(-x)`` are the binary
     cross-entropies with logits, each one stable pass (``softplus(x) - t x`` would cancel in
     float32 for large x and t = 1). A task that does not see the sample (CORN) has sign 0 and
     offset -inf: ``softplus(-inf) = sigmoid(-inf) = 0``, no term and no gradient, without a
-    mask. ``x, sign, offset [B, K]``, ``weights [K]`` or None; returns ``[B]`` carrying the
-    gradient w.r.t. ``x``.
+    mask. ``x [B, K]`` detached, ``target [B]``; ``sign_table``, ``offset_table`` ``[K+1, K]``
+    (``_task_tables``, rows picked by the label; ``offset_table`` None for CORAL), ``weights [K]``
+    or None.
     """
-    xd = x.detach()
-    u = xd * sign if offset is None else torch.addcmul(offset, xd, sign)
+    sign = sign_table.index_select(0, target)
+    u = x * sign if offset_table is None else torch.addcmul(offset_table.index_select(0, target), x, sign)
     terms = F.softplus(u)
     if weights is not None:
         terms = terms * weights
     grad = None
-    if needs_grad(x):
+    if want_grad:
         grad = torch.sigmoid(u).mul_(sign)
         if weights is not None:
             grad = grad.mul_(weights)
-    return with_grad(x, terms.sum(dim=1), grad)
+    return terms.sum(dim=1), grad
+
+
+@fused.kernel_of(binary_rows)
+def binary_rows_kernel(x: torch.Tensor, target: torch.Tensor, sign_table: torch.Tensor,
+                       offset_table: torch.Tensor | None, weights: torch.Tensor | None, want_grad: bool = True):
+    """``binary_rows`` as one CPU kernel (``cpu_kernels.cpp``): signs and CORN's unseen tasks come
+    from the label directly, no table rows are gathered."""
+    x = x.float().contiguous()
+    b, k = x.shape
+    target = kernels.check_index(target, k + 1)
+    weights = None if weights is None else weights.float().contiguous()
+    values = x.new_empty(b)
+    grad = torch.empty_like(x) if want_grad else None
+    kernels.launch("binary_rows", b, x, target, weights, offset_table is not None, k, kernels.ROWS, values, grad,
+                   elements_per_row=k)
+    return values, grad
 
 
 def _task_tables(tasks: int, device, dtype, conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -263,13 +280,12 @@ class _HeadLoss(ClassificationLoss):
         _check_head(type(self), head)
         self._tables: dict[tuple[torch.device, int, torch.dtype], tuple] = {}
 
-    def task_rows(self, target: torch.Tensor, tasks: int, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The sign (and CORN's offset) rows ``[B, K]`` of the targets (tables cached per K)."""
-        key = (target.device, tasks, dtype)
+    def task_tables(self, tasks: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The sign (and CORN's offset) tables ``[K+1, K]`` (``_task_tables``, cached per K)."""
+        key = (torch.device(device), tasks, dtype)
         if key not in self._tables:
-            self._tables[key] = _task_tables(tasks, target.device, dtype, self.conditional)
-        sign, offset = self._tables[key]
-        return sign.index_select(0, target), (None if offset is None else offset.index_select(0, target))
+            self._tables[key] = _task_tables(tasks, device, dtype, self.conditional)
+        return self._tables[key]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -316,8 +332,7 @@ class CoralLoss(_HeadLoss):
                 raise ValueError(f"importance_weights has {len(self.importance_weights)} values; "
                                  f"the head has {s.shape[1]} tasks (C-1)")
             weights = torch.tensor(self.importance_weights, dtype=s.dtype, device=s.device)
-        sign, _ = self.task_rows(target, s.shape[1], s.dtype)
-        per_sample = _binary_rows(s, sign, weights=weights)
+        per_sample = row_loss(binary_rows, s, target, *self.task_tables(s.shape[1], s.device, s.dtype), weights)[0]
         return reduce_loss(per_sample, self.reduction)
 
 
@@ -345,8 +360,7 @@ class CornLoss(_HeadLoss):
 
     def head_loss(self, c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # task k sees the samples with y > k-1, i.e. k <= y: min(y, C-2) + 1 tasks per sample
-        sign, offset = self.task_rows(target, c.shape[1], c.dtype)
-        per_sample = _binary_rows(c, sign, offset)
+        per_sample = row_loss(binary_rows, c, target, *self.task_tables(c.shape[1], c.device, c.dtype), None)[0]
         if self.reduction == "mean":
             pairs = (target.clamp(max=c.shape[1] - 1) + 1).sum().clamp_min(1)
             return per_sample.sum() / pairs

@@ -45,8 +45,8 @@ from collections.abc import Sequence
 
 import torch
 
-from softloss_cli.losses.base import LOSSES, needs_grad, with_grad
-from softloss_cli.losses.ordinal import OrdinalLoss
+from softloss_cli.losses.base import LOSSES, row_loss
+from softloss_cli.losses.ordinal import OrdinalLoss, kl_rows
 
 __all__ = ["UNIMODAL_FAMILIES", "BETA_STANDARD", "UnimodalLoss", "unimodal_table"]
 
@@ -275,9 +275,5 @@ class UnimodalLoss(OrdinalLoss):
         return tables
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        q, q_log_q, q_sum = (t.index_select(0, target) for t in self._cached(logits.shape[1], logits.device))
-        zd = logits.detach()
-        log_p = torch.log_softmax(zd, dim=1)
-        values = q_log_q - torch.linalg.vecdot(q, log_p)
-        grad = log_p.exp_().mul_(q_sum[:, None]).sub_(q) if needs_grad(logits) else None
-        return with_grad(logits, values, grad)
+        # The tables' KL is SORD's (ordinal.kl_rows): the same fused paths.
+        return row_loss(kl_rows, logits, target, *self._cached(logits.shape[1], logits.device))[0]
