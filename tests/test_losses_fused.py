@@ -306,6 +306,27 @@ def test_kernels_refuse_labels_out_of_range_like_torch():
     z = torch.randn(4, 5, requires_grad=True)
     with fused.mode_as("kernel"), pytest.raises(IndexError, match="target 5 is out of bounds for 5 classes"):
         RankedProbabilityLoss()(z, torch.tensor([0, 1, 5, 2]))
+    with fused.mode_as("kernel"), pytest.raises(IndexError, match="target -1 is out of bounds for 5 classes"):
+        RankedProbabilityLoss()(z, torch.tensor([0, 1, -1, 2]))
+
+
+LABELLED_KERNEL_LOSSES = [n for n in KERNEL_LOSSES if not LOSSES[n].__class__.__name__.endswith(("BCELoss", "FocalLoss",
+                                                                                                  "AsymmetricLoss"))]
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", LABELLED_KERNEL_LOSSES)
+def test_every_kernel_refuses_a_label_out_of_range(name):
+    """A label out of range never reaches a kernel's row access: one error, no crash, no garbage."""
+    loss = LOSSES[name]
+    logits, target, aux = loss_cost.make_inputs(loss, 6, 5, "cpu", torch.Generator().manual_seed(0))
+    target = target.clone()
+    if target.ndim == 1:
+        target[2] = 7
+    else:  # partial targets (label, is_positive)
+        target[2, 0] = 7
+    with fused.mode_as("kernel"), pytest.raises((IndexError, ValueError), match="out of (bounds|range)"):
+        loss(logits, target, **aux)
 
 
 @needs_kernels

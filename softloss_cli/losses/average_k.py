@@ -81,11 +81,12 @@ def bce_one_hot_rows_kernel(z: torch.Tensor, target: torch.Tensor, neg_weight: f
     """``bce_one_hot_rows`` as one CPU kernel (``cpu_kernels.cpp``)."""
     z = z.float().contiguous()
     b, c = z.shape
-    target = kernels.check_index(target, c)
+    target = kernels.index(target)
     values = z.new_empty(b)
     grad = torch.empty_like(z) if want_grad else None
     kernels.launch("bce_one_hot_rows", b, z, target, float(neg_weight), float(scale), c, kernels.ROWS, values, grad,
-                   elements_per_row=c)
+                   elements_per_row=c,
+                   labels=(target, c, "target"))
     return values, grad
 
 
@@ -268,11 +269,12 @@ def two_head_ce_rows_kernel(z: torch.Tensor, target: torch.Tensor, want_grad: bo
     """``two_head_ce_rows`` as one CPU kernel (``cpu_kernels.cpp``)."""
     z = z.float().contiguous()
     b, c = z.shape
-    target = kernels.check_index(target, c)
+    target = kernels.index(target)
     ce = z.new_empty(b)
     others = torch.empty_like(z)
     grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("two_head_ce_rows", b, z, target, c, kernels.ROWS, ce, grad, others, elements_per_row=c)
+    kernels.launch("two_head_ce_rows", b, z, target, c, kernels.ROWS, ce, grad, others, elements_per_row=c,
+                   labels=(target, c, "target"))
     return ce, grad, others
 
 

@@ -151,15 +151,26 @@ inline void softplus_sigmoid(const float* z, int64_t n, float* sp, float* s, flo
   }
 }
 
-// x ** g for x >= 0: by squaring when g is an integer 0..15 (`gi` >= 0; a fixed sequence of
-// products, so the caller's loop still vectorises), else powf (0 ** g = 0 for g > 0, 1 for
-// g = 0, as torch's pow).
+// x ** g for x >= 0. kInt: g is the integer gi in 0..15, by squaring (a fixed sequence of
+// products: the caller's loop still vectorises, and no powf is evaluated); else powf (0 ** g =
+// 0 for g > 0, 1 for g = 0, as torch's pow). The kernels pick kInt outside their loops: a
+// runtime test inside would be if-converted, evaluating powf on every lane anyway.
+template <bool kInt>
 inline float pow_g(float x, float g, int gi) {
-  if (gi >= 0) {
+  if (kInt) {
     const float x2 = x * x, x4 = x2 * x2, x8 = x4 * x4;
     return ((gi & 1) ? x : 1.f) * ((gi & 2) ? x2 : 1.f) * ((gi & 4) ? x4 : 1.f) * ((gi & 8) ? x8 : 1.f);
   }
   return powf(x, g);
+}
+
+// 0 when every label y[r0..r1) is in [0, bound), else the first bad row + 1: checked before any
+// row is read, as torch's gather would refuse them (a kernel would read out of bounds).
+inline int64_t bad_label(const int64_t* y, int64_t r0, int64_t r1, int64_t bound) {
+  if (!y) return 0;
+  for (int64_t r = r0; r < r1; ++r)
+    if (y[r] < 0 || y[r] >= bound) return r + 1;
+  return 0;
 }
 
 inline int small_int(float g) { return (g == std::floor(g) && g >= 0.f && g <= 15.f) ? static_cast<int>(g) : -1; }
@@ -169,8 +180,9 @@ inline int small_int(float g) { return (g == std::floor(g) && g >= 0.f && g <= 1
 extern "C" {
 
 // ordinal.cdf_rows: sum_{k<C-1} gap_k (F_k - 1[k >= y])^2; grad divided by -2.
-void cdf_rows(const float* z, const int64_t* y, const float* gaps, int64_t C, int64_t r0, int64_t r1,
+int64_t cdf_rows(const float* z, const int64_t* y, const float* gaps, int64_t C, int64_t r0, int64_t r1,
               float* values, float* grad) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C)), rows(3 * C);
   float *a = rows.data(), *b = a + C;
@@ -215,11 +227,13 @@ void cdf_rows(const float* z, const int64_t* y, const float* gaps, int64_t C, in
       for (int64_t k = 0; k < C; ++k) gr[k] = p[k] * ((b[k] - a[k]) - pg);
     }
   }
+  return 0;
 }
 
 // ordinal.cdw_rows: -sum_i w_i log(1 - p_i), w = table[y] (per_class) or the row's weights.
-void cdw_rows(const float* z, const int64_t* y, const float* table, int per_class, int64_t C, int64_t r0,
+int64_t cdw_rows(const float* z, const int64_t* y, const float* table, int per_class, int64_t C, int64_t r0,
               int64_t r1, float* values, float* grad) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   Scratch buf(C, 2);  // e (then p off the top), log1p(-p)
   const int64_t R = chunk_rows(C);
   std::vector<float> m(R), inv(R), log1m_t(R), rest(R), loo_m(R), loo_s(R), ratio(C);
@@ -285,12 +299,14 @@ void cdw_rows(const float* z, const int64_t* y, const float* table, int per_clas
       gr[t] = p_t * (w[t] - area);
     }
   }
+  return 0;
 }
 
 // negative.nl_rows: -log p_l where positive, else neg_weight * -log(1 - p_l). Outputs the
 // total, and the two terms (ce, neg) of every row.
-void nl_rows(const float* z, const int64_t* label, const uint8_t* positive, float neg_weight, int64_t C, int64_t r0,
+int64_t nl_rows(const float* z, const int64_t* label, const uint8_t* positive, float neg_weight, int64_t C, int64_t r0,
              int64_t r1, float* total, float* ce_out, float* neg_out, float* grad) {
+  if (const int64_t bad = bad_label(label, r0, r1, C)) return bad;
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -335,11 +351,13 @@ void nl_rows(const float* z, const int64_t* label, const uint8_t* positive, floa
       gr[l] = neg_weight * p_l;
     }
   }
+  return 0;
 }
 
 // average_k.two_head_ce_rows: CE, its gradient p - onehot(y), and `others` = p with -1 at y.
-void two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* ce_out,
+int64_t two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* ce_out,
                       float* grad, float* others) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -362,12 +380,15 @@ void two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0, i
       o[yr] = -1.f;
     }
   }
+  return 0;
 }
 
 // ordinal.kl_rows: KL(q || softmax(z)) = q_log_q - sum_k q_k log p_k; grad p * q_sum - q. With
-// `target`, q [C, C], q_log_q [C], q_sum [C] are per-class tables (row target[b]); else per row.
-void kl_rows(const float* z, const int64_t* target, const float* q, const float* q_log_q, const float* q_sum,
-             int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+// `target`, q [N, C], q_log_q [N], q_sum [N] are per-class tables (row target[b], N = q_rows);
+// else per row.
+int64_t kl_rows(const float* z, const int64_t* target, const float* q, const float* q_log_q, const float* q_sum,
+                int64_t q_rows, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+  if (const int64_t bad = bad_label(target, r0, r1, q_rows)) return bad;
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -392,13 +413,15 @@ void kl_rows(const float* z, const int64_t* target, const float* q, const float*
       for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * scale - qr[k];
     }
   }
+  return 0;
 }
 
 // The batch kappa losses (and MCE), first pass: p = softmax(z) into `p`, and per row (where `WT`
 // is not null) obs_b = sum_i p_bi W[i, y_b] (WT: W transposed, row y_b) and pm_b = p_b . m, and
 // (where `mce` is not null) the per-class squared error (1/C) sum_i w_i (p_bi - 1[i = y_b])^2.
-void kappa_stats(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w, int64_t C,
+int64_t kappa_stats(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w, int64_t C,
                  int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   std::vector<float> ones(class_w ? 0 : C, 1.f), mx(chunk_rows(C));
   if (!class_w) class_w = ones.data();
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -431,11 +454,12 @@ void kappa_stats(const float* z, const int64_t* y, const float* WT, const float*
       mce[r] = sq / static_cast<float>(C);
     }
   }
+  return 0;
 }
 
 // Second pass, in place on p: grad = p * (g - sum_i p_i g_i) with
 // g_i = a_wk (W[i, y] - ratio m_i) + a_mce (2 / C) w_i (p_i - 1[i = y]).
-void kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, float a_wk, float ratio, float a_mce,
+int64_t kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, float a_wk, float ratio, float a_mce,
                 const float* class_w, int64_t C, int64_t r0, int64_t r1) {
   const float two_c = 2.f / static_cast<float>(C);
   // Null inputs become rows of ones / zeros: no pointer test inside the vectorised loops.
@@ -461,10 +485,11 @@ void kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, flo
       pr[k] = pr[k] * (g - pg);
     }
   }
+  return 0;
 }
 
 // multilabel.bce_rows: sum_c softplus(z_c) - t_c z_c; grad sigmoid(z) - t.
-void bce_rows(const float* z, const float* t, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+int64_t bce_rows(const float* z, const float* t, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
   Scratch buf(C, 3);
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
     const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
@@ -480,11 +505,13 @@ void bce_rows(const float* z, const float* t, int64_t C, int64_t r0, int64_t r1,
     for (int64_t i = 0; i < n; ++i) values[c0 + i] = row_sum(sp + i * C, C);
     if (g) std::memcpy(g, s, n * C * sizeof(float));
   }
+  return 0;
 }
 
 // average_k.bce_one_hot_rows: scale [softplus(-z_y) + neg_weight sum_{c != y} softplus(z_c)].
-void bce_one_hot_rows(const float* z, const int64_t* y, float neg_weight, float scale, int64_t C, int64_t r0,
+int64_t bce_one_hot_rows(const float* z, const int64_t* y, float neg_weight, float scale, int64_t C, int64_t r0,
                       int64_t r1, float* values, float* grad) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   Scratch buf(C, 3);
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
     const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
@@ -504,10 +531,14 @@ void bce_one_hot_rows(const float* z, const int64_t* y, float neg_weight, float 
       gr[yr] = -scale * sn[i * C + yr];
     }
   }
+  return 0;
 }
 
-// multilabel.focal_rows: -sum_c [a_pos t (1-s)^g log s + a_neg (1-t) s^g log(1-s)]; grad / -1.
-void focal_rows(const float* z, const float* t, float gamma, float a_pos, float a_neg, int64_t C, int64_t r0,
+}  // extern "C"
+
+// multilabel.focal_rows (below): -sum_c [a_pos t (1-s)^g log s + a_neg (1-t) s^g log(1-s)]; grad / -1.
+template <bool kInt>
+void focal_impl(const float* z, const float* t, float gamma, float a_pos, float a_neg, int64_t C, int64_t r0,
                 int64_t r1, float* values, float* grad) {
   const int gi = small_int(gamma);
   Scratch buf(C, 3);
@@ -520,7 +551,7 @@ void focal_rows(const float* z, const float* t, float gamma, float a_pos, float 
     for (int64_t j = 0; j < n * C; ++j) {
       const float ls = zc[j] - sp[j];  // log s = -softplus(-z)
       const float lns = -sp[j];        // log(1 - s)
-      const float wp = pow_g(sn[j], gamma, gi), wn = pow_g(s[j], gamma, gi);
+      const float wp = pow_g<kInt>(sn[j], gamma, gi), wn = pow_g<kInt>(s[j], gamma, gi);
       const float pos = a_pos * wp * ls, neg = a_neg * wn * lns;
       const float d_pos = a_pos * wp * (sn[j] - gamma * s[j] * ls);
       const float d_neg = a_neg * wn * (gamma * sn[j] * lns - s[j]);
@@ -532,9 +563,10 @@ void focal_rows(const float* z, const float* t, float gamma, float a_pos, float 
   }
 }
 
-// multilabel.asl_rows: -sum_c [t (1-s)^gp log s + (1-t) p_m^gn log(1 - p_m)], p_m = max(s - clip, 0);
+// multilabel.asl_rows (below): -sum_c [t (1-s)^gp log s + (1-t) p_m^gn log(1 - p_m)], p_m = max(s - clip, 0);
 // grad / -1. `detach` treats the weights (1-s)^gp and p_m^gn as constants.
-void asl_rows(const float* z, const float* t, float gamma_neg, float gamma_pos, float clip, int detach, int64_t C,
+template <bool kInt>
+void asl_impl(const float* z, const float* t, float gamma_neg, float gamma_pos, float clip, int detach, int64_t C,
               int64_t r0, int64_t r1, float* values, float* grad) {
   const int gin = small_int(gamma_neg), gip = small_int(gamma_pos);
   const int gim1 = gamma_neg >= 1.f ? small_int(gamma_neg - 1.f) : -1;
@@ -558,8 +590,8 @@ void asl_rows(const float* z, const float* t, float gamma_neg, float gamma_pos, 
       const float pm = clip > 0.f ? (sj - clip > 0.f ? sj - clip : 0.f) : sj;
       const float one_m = clip > 0.f ? (1.f + clip - sj < 1.f ? 1.f + clip - sj : 1.f) : snj;
       const float log_one_m = lom[j];
-      const float wp = pow_g(snj, gamma_pos, gip);
-      const float w_neg = pow_g(pm, gamma_neg, gin);
+      const float wp = pow_g<kInt>(snj, gamma_pos, gip);
+      const float w_neg = pow_g<kInt>(pm, gamma_neg, gin);
       const float pos = ls * wp, neg = log_one_m * w_neg;
       const float d_pos = gamma_pos == 0.f ? snj : (detach ? wp * snj : wp * (snj - gamma_pos * sj * ls));
       float d_neg;
@@ -571,8 +603,8 @@ void asl_rows(const float* z, const float* t, float gamma_neg, float gamma_pos, 
           d_neg = (gamma_neg == 0.f && !(pm > 0.f)) ? 0.f : -dpm * w_neg / one_m;
         } else {
           // p_m^(gn-1); for 0 < gn < 1, 0 where p_m = 0 (it multiplies terms that are 0 there)
-          const float w_m1 = gamma_neg >= 1.f ? pow_g(pm, gamma_neg - 1.f, gim1)
-                                              : (pm > 0.f ? powf(pm > 0.f ? pm : 1.f, gamma_neg - 1.f) : 0.f);
+          const float w_m1 = kInt ? pow_g<true>(pm, gamma_neg - 1.f, gim1)
+                                  : (pm > 0.f ? powf(pm > 0.f ? pm : 1.f, gamma_neg - 1.f) : 0.f);
           d_neg = (w_m1 * log_one_m * gamma_neg - w_neg / one_m) * dpm;
         }
       }
@@ -584,10 +616,36 @@ void asl_rows(const float* z, const float* t, float gamma_neg, float gamma_pos, 
   }
 }
 
+extern "C" {
+
+int64_t focal_rows(const float* z, const float* t, float gamma, float a_pos, float a_neg, int64_t C, int64_t r0,
+                int64_t r1, float* values, float* grad) {
+  if (small_int(gamma) >= 0) {
+    focal_impl<true>(z, t, gamma, a_pos, a_neg, C, r0, r1, values, grad);
+  } else {
+    focal_impl<false>(z, t, gamma, a_pos, a_neg, C, r0, r1, values, grad);
+  }
+  return 0;
+}
+
+int64_t asl_rows(const float* z, const float* t, float gamma_neg, float gamma_pos, float clip, int detach, int64_t C,
+              int64_t r0, int64_t r1, float* values, float* grad) {
+  // integer exponents throughout (p_m^(gn-1) too, where the gradient needs it): no powf
+  const bool ints = small_int(gamma_neg) >= 0 && small_int(gamma_pos) >= 0 &&
+                    (gamma_neg == 0.f || gamma_neg >= 1.f);
+  if (ints) {
+    asl_impl<true>(z, t, gamma_neg, gamma_pos, clip, detach, C, r0, r1, values, grad);
+  } else {
+    asl_impl<false>(z, t, gamma_neg, gamma_pos, clip, detach, C, r0, r1, values, grad);
+  }
+  return 0;
+}
+
 // ordinal_heads.binary_rows for CORAL/CORN: sum_k w_k softplus(sign_k x_k), sign_k = -1 where
 // y > k, +1 where y <= k; `conditional` (CORN) drops the tasks k > y. grad w sign sigmoid(sign x).
-void binary_rows(const float* x, const int64_t* y, const float* weights, int conditional, int64_t K, int64_t r0,
+int64_t binary_rows(const float* x, const int64_t* y, const float* weights, int conditional, int64_t K, int64_t r0,
                  int64_t r1, float* values, float* grad) {
+  if (const int64_t bad = bad_label(y, r0, r1, K + 1)) return bad;
   std::vector<float> ones(weights ? 0 : K, 1.f);
   if (!weights) weights = ones.data();
   Scratch buf(K, 3);
@@ -617,6 +675,7 @@ void binary_rows(const float* x, const int64_t* y, const float* weights, int con
       }
     }
   }
+  return 0;
 }
 
 }  // extern "C"

@@ -140,11 +140,12 @@ def mce_rows_kernel(z: torch.Tensor, target: torch.Tensor, class_weights: torch.
     """``mce_rows`` as two CPU kernel passes (``cpu_kernels.cpp``: ``kappa_stats``, ``kappa_grad``)."""
     z = z.float().contiguous()
     b, c = z.shape
-    target = kernels.check_index(target, c)
+    target = kernels.index(target)
     cw = None if class_weights is None else class_weights.float().contiguous()
     p, values = torch.empty_like(z), z.new_empty(b)
     kernels.launch("kappa_stats", b, z, target, None, None, cw, c, kernels.ROWS, p, None, None, values,
-                   elements_per_row=c)
+                   elements_per_row=c,
+                   labels=(target, c, "target"))
     if not want_grad:
         return values, None
     kernels.launch("kappa_grad", b, p, target, None, None, 0.0, 0.0, 1.0, cw, c, kernels.ROWS, elements_per_row=c)
@@ -184,14 +185,18 @@ def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w
     the batch's ratio, then the gradient in place of the probabilities (``kappa_grad``)."""
     z = z.float().contiguous()
     b, c = z.shape
-    target = kernels.check_index(target, c)
+    target = kernels.index(target)
     w_t = w_t.float().contiguous()
     cw = None if class_weights is None else class_weights.float().contiguous()
-    m = (w @ torch.bincount(target, minlength=c).to(w.dtype)) / b
+    counts = torch.bincount(target, minlength=c)
+    if counts.numel() > c:  # (negative labels: bincount's own ValueError)
+        raise IndexError(f"target {int(target.max())} is out of bounds for {c} classes")
+    m = (w @ counts.to(w.dtype)) / b
     p, obs, pm = torch.empty_like(z), z.new_empty(b), z.new_empty(b)
     mce_values = z.new_empty(b) if mce_weight is not None else None
     kernels.launch("kappa_stats", b, z, target, w_t, m, cw, c, kernels.ROWS, p, obs, pm, mce_values,
-                   elements_per_row=c)
+                   elements_per_row=c,
+                   labels=(target, c, "target"))
     denominator = pm.sum() + epsilon
     ratio = obs.sum() / denominator
     value = torch.log(ratio + epsilon) if log else ratio

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ROWS", "SOURCE", "KernelUnavailable", "available", "cache_dir", "check_index", "launch", "library"]
+__all__ = ["ROWS", "SOURCE", "KernelUnavailable", "available", "cache_dir", "index", "launch", "library"]
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC")
@@ -53,7 +53,7 @@ SIGNATURES = {
     "bce_one_hot_rows": (_P, _P, _F, _F, _I, _I, _I, _P, _P),
     "focal_rows": (_P, _P, _F, _F, _F, _I, _I, _I, _P, _P),
     "asl_rows": (_P, _P, _F, _F, _F, _C, _I, _I, _I, _P, _P),
-    "kl_rows": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P),
+    "kl_rows": (_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P),
     "binary_rows": (_P, _P, _P, _C, _I, _I, _I, _P, _P),
     "kappa_stats": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P),
     "kappa_grad": (_P, _P, _P, _P, _F, _F, _F, _P, _I, _I, _I),
@@ -126,7 +126,7 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     for name, argtypes in SIGNATURES.items():
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = argtypes, None
+        fn.argtypes, fn.restype = argtypes, ctypes.c_int64  # 0, or the first row with a bad label + 1
     return lib
 
 
@@ -157,14 +157,9 @@ def available() -> bool:
         return False
 
 
-def check_index(index: torch.Tensor, num_classes: int, what: str = "target") -> torch.Tensor:
-    """``index`` as contiguous int64, after checking every entry is in ``[0, num_classes)``: the
-    kernels index rows with it (torch's ``gather`` would raise; a kernel would read out of bounds)."""
-    index = index.to(torch.int64).contiguous()
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_classes):
-        bad = index[(index < 0) | (index >= num_classes)][0]
-        raise IndexError(f"{what} {int(bad)} is out of bounds for {num_classes} classes")
-    return index
+def index(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as contiguous int64 (labels and class indices for the kernels, which check their range)."""
+    return t.to(torch.int64).contiguous()
 
 
 def _arg(value):
@@ -175,27 +170,38 @@ def _arg(value):
     return value
 
 
-def launch(name: str, rows: int, *args, elements_per_row: int = 1) -> None:
+def launch(name: str, rows: int, *args, elements_per_row: int = 1,
+           labels: tuple[torch.Tensor, int, str] | None = None) -> None:
     """Run kernel ``name`` over the rows ``[0, rows)``; ``ROWS`` in ``args`` stands for the range
     (two arguments, ``r0, r1``). Splits the rows over ``torch.get_num_threads()`` threads when
-    each block would hold at least ``MIN_BLOCK_ELEMENTS`` logits."""
+    each block would hold at least ``MIN_BLOCK_ELEMENTS`` logits.
+
+    ``labels=(index, bound, what)``: the label tensor the kernel reads rows with; a kernel checks
+    every label is in ``[0, bound)`` before it reads a row and returns the first bad row, which
+    raises IndexError here, as torch's ``gather`` would (``what`` names it: "target", "label").
+    """
     global _pool
     fn = getattr(library(), name)
     c_args = [_arg(a) for a in args]
     at = next(i for i, a in enumerate(args) if a is ROWS)
     threads = min(torch.get_num_threads(), max(1, rows * elements_per_row // MIN_BLOCK_ELEMENTS), rows)
     if threads <= 1:
-        fn(*c_args[:at], 0, rows, *c_args[at + 1:])
-        return
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
+        codes = [fn(*c_args[:at], 0, rows, *c_args[at + 1:])]
+    else:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with _lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="softloss-kernel")
-    bounds = [rows * i // threads for i in range(threads + 1)]
-    blocks = list(zip(bounds, bounds[1:]))
-    futures = [_pool.submit(fn, *c_args[:at], r0, r1, *c_args[at + 1:]) for r0, r1 in blocks[1:]]
-    fn(*c_args[:at], *blocks[0], *c_args[at + 1:])  # the calling thread takes the first block
-    for f in futures:
-        f.result()
+            with _lock:
+                if _pool is None:
+                    _pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                               thread_name_prefix="softloss-kernel")
+        bounds = [rows * i // threads for i in range(threads + 1)]
+        blocks = list(zip(bounds, bounds[1:]))
+        futures = [_pool.submit(fn, *c_args[:at], r0, r1, *c_args[at + 1:]) for r0, r1 in blocks[1:]]
+        codes = [fn(*c_args[:at], *blocks[0], *c_args[at + 1:])]  # the calling thread takes the first block
+        codes += [f.result() for f in futures]
+    bad = min((c for c in codes if c), default=0)
+    if bad:
+        index, bound, what = labels if labels is not None else (None, 0, "label")
+        value = int(index.reshape(-1)[bad - 1]) if index is not None else "?"
+        raise IndexError(f"{what} {value} is out of bounds for {bound} classes")

@@ -153,12 +153,13 @@ def nl_rows_kernel(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor,
     """``nl_rows`` as one CPU kernel (``cpu_kernels.cpp``); ``all_rows`` does not apply."""
     z = z.float().contiguous()
     b, c = z.shape
-    label = kernels.check_index(label, c, "label")
+    label = kernels.index(label)
     positive = positive.to(torch.bool).contiguous().view(torch.uint8)
     total, ce, neg = z.new_empty(b), z.new_empty(b), z.new_empty(b)
     grad = torch.empty_like(z) if want_grad else None
     kernels.launch("nl_rows", b, z, label, positive, float(neg_weight), c, kernels.ROWS, total, ce, neg, grad,
-                   elements_per_row=c)
+                   elements_per_row=c,
+                   labels=(label, c, "label"))
     return total, grad, ce, neg
 
 

@@ -198,11 +198,12 @@ def cdf_rows_kernel(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | 
     """``cdf_rows`` as one CPU kernel (``cpu_kernels.cpp``): the two prefix sums run 8 lanes at a time."""
     z = z.float().contiguous()
     b, c = z.shape
-    target = kernels.check_index(target, c)
+    target = kernels.index(target)
     gaps = None if gaps is None else gaps.float().contiguous()
     values = z.new_empty(b)
     grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("cdf_rows", b, z, target, gaps, c, kernels.ROWS, values, grad, elements_per_row=c)
+    kernels.launch("cdf_rows", b, z, target, gaps, c, kernels.ROWS, values, grad, elements_per_row=c,
+                   labels=(target, c, "target"))
     return values, grad
 
 
@@ -423,11 +424,12 @@ def cdw_rows_kernel(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, 
     takes the leave-one-out branch row by row, where it is needed)."""
     z = z.float().contiguous()
     b, c = z.shape
-    target = kernels.check_index(target, c)
+    target = kernels.index(target)
     table = table.float().contiguous()
     values = z.new_empty(b)
     grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("cdw_rows", b, z, target, table, per_class, c, kernels.ROWS, values, grad, elements_per_row=c)
+    kernels.launch("cdw_rows", b, z, target, table, per_class, c, kernels.ROWS, values, grad, elements_per_row=c,
+                   labels=(target, c, "target"))
     return values, grad
 
 
@@ -538,11 +540,12 @@ def kl_rows_kernel(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor
     z = z.float().contiguous()
     b, c = z.shape
     if target is not None:
-        target = kernels.check_index(target, q.shape[0])
+        target = kernels.index(target)
     q, q_log_q, q_sum = (t.float().contiguous() for t in (q, q_log_q, q_sum))
     values = z.new_empty(b)
     grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("kl_rows", b, z, target, q, q_log_q, q_sum, c, kernels.ROWS, values, grad, elements_per_row=c)
+    kernels.launch("kl_rows", b, z, target, q, q_log_q, q_sum, q.shape[0], c, kernels.ROWS, values, grad, elements_per_row=c,
+                   labels=(target, q.shape[0], "target"))
     return values, grad
 
 

@@ -231,12 +231,13 @@ def binary_rows_kernel(x: torch.Tensor, target: torch.Tensor, sign_table: torch.
     from the label directly, no table rows are gathered."""
     x = x.float().contiguous()
     b, k = x.shape
-    target = kernels.check_index(target, k + 1)
+    target = kernels.index(target)
     weights = None if weights is None else weights.float().contiguous()
     values = x.new_empty(b)
     grad = torch.empty_like(x) if want_grad else None
     kernels.launch("binary_rows", b, x, target, weights, offset_table is not None, k, kernels.ROWS, values, grad,
-                   elements_per_row=k)
+                   elements_per_row=k,
+                   labels=(target, k + 1, "target"))
     return values, grad
 
 
