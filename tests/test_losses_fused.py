@@ -387,3 +387,32 @@ def test_the_build_is_cached_by_source_flags_and_cpu(monkeypatch, tmp_path):
     monkeypatch.setattr(kernels, "FLAGS", (*kernels.FLAGS, "-DSOFTLOSS_TEST_FLAG"))
     kernels.library()
     assert len(list(tmp_path.glob("*.so"))) == 2
+
+
+@needs_kernels
+@pytest.mark.parametrize("b,c,count", [(64, 30, 64), (512, 100, 512), (40, 5, 100), (3, 4, 9)])
+def test_the_pseudo_label_kernel_picks_the_eager_entries(b, c, count):
+    """Average-K's batch pseudo-labels: the same boundary and the same entries as the eager topk
+    (which of the entries tied at the boundary are taken is the order's: the kernel takes them in
+    index order, topk in its own), labels always set."""
+    from softloss_cli.losses.average_k import batch_pseudo_labels
+
+    g = torch.Generator().manual_seed(b)
+    probs = torch.softmax(torch.randn(b, c, generator=g) * 2, dim=1)
+    probs[0, :] = 1.0 / c  # ties
+    probs = (probs * 64).round() / 64  # many ties at any boundary
+    y = torch.randint(0, c, (b,), generator=g)
+    others = probs.scatter(1, y[:, None], -1.0)
+    want = batch_pseudo_labels(others, y, count)
+    got = fused._kernels[batch_pseudo_labels](others, y, count)
+    assert torch.equal(got[1], want[1])
+    boundary = float(want[1])
+    pseudo, expected = got[0], want[0]
+    assert pseudo.sum() == expected.sum()
+    assert torch.equal(pseudo[others != boundary], expected[others != boundary])
+    assert (pseudo.gather(1, y[:, None]) == 1).all()
+    tied = (others == boundary).nonzero()
+    taken = pseudo[others == boundary]
+    # the kernel's ties: the first ones in index order
+    assert torch.equal(taken, torch.sort(taken, descending=True, stable=True).values)
+    assert len(tied) == len(taken)

@@ -93,15 +93,21 @@ def bce_one_hot_rows_kernel(z: torch.Tensor, target: torch.Tensor, neg_weight: f
 def _top_entries(values: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(boundary, index)``: the ``count`` largest entries of a flat tensor (``index``, in no
     particular order) and the smallest of them (``boundary``), as ``values.topk(count)`` gives
-    them (up to the order of ties at the boundary).
+    them; on the CPU the entries tied at the boundary are taken in index order (as the kernel,
+    ``batch_pseudo_labels``, takes them), on a GPU in topk's order.
 
     On CPU, a strided sample gives a bound that enough entries pass (checked; else the full
     ``topk``), and the boundary is a ``kthvalue`` (linear time) among those candidates.
     """
     n = values.numel()
-    if values.device.type != "cpu" or count * 8 > n or n < 65536:
+    if values.device.type != "cpu":  # no host sync on a GPU: topk's own order among ties
         top, index = values.topk(count)
         return top[-1], index
+    if count * 8 > n or n < 65536:  # on the CPU, ties in index order at every size (as the kernel)
+        boundary = values.topk(count).values[-1]
+        above = (values > boundary).nonzero().squeeze(1)
+        ties = (values == boundary).nonzero().squeeze(1)[: count - above.numel()]
+        return boundary, torch.cat([above, ties])
     sample = values[:: -(-n // 16384)]  # ~16k entries, evenly strided
     r = min(sample.numel(), int(1.25 * count * sample.numel() / n) + 64)
     bound = sample.topk(r).values[-1]
@@ -114,6 +120,31 @@ def _top_entries(values: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.
     above = candidates[cand > boundary]
     ties = candidates[cand == boundary][: count - above.numel()]
     return boundary, torch.cat([above, ties])
+
+
+def batch_pseudo_labels(others: torch.Tensor, target: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pseudo [B, C], boundary)``: 1 at the ``count`` largest entries of ``others [B, C]`` (the
+    probabilities with -1 at each row's label) and at each row's label ``target [B]``, else 0;
+    ``boundary`` is the smallest entry chosen (``_top_entries``)."""
+    b, c = others.shape
+    boundary, index = _top_entries(others.reshape(-1), count)
+    pseudo = torch.zeros(b * c, dtype=others.dtype, device=others.device)
+    pseudo[index] = 1.0
+    return pseudo.view(b, c).scatter_(1, target.long()[:, None], 1.0), boundary
+
+
+@fused.kernel_of(batch_pseudo_labels)
+def batch_pseudo_labels_kernel(others: torch.Tensor, target: torch.Tensor, count: int):
+    """``batch_pseudo_labels`` as one CPU kernel (``cpu_kernels.cpp``): a sampled bound, the
+    candidates above it, ``nth_element`` among them, and the labels written in one pass."""
+    others = others.float().contiguous()
+    b, c = others.shape
+    target = kernels.index(target)
+    pseudo = torch.empty_like(others)
+    boundary = others.new_empty(())
+    kernels.launch("batch_pseudo_labels", b, others, target, b, c, count, pseudo, boundary,
+                   labels=(target, c, "target"))
+    return pseudo, boundary
 
 
 def _one_hot(logits: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
@@ -211,12 +242,12 @@ class TwoHeadLoss(SoftmaxLoss):
         extra = self._extra(b, c)
         if extra == 0:
             return F.one_hot(target.long(), c).float(), torch.full((), float("nan"), device=others.device)
-        idx = target.long()[:, None]
-        boundary, index = _top_entries(others.reshape(-1), extra)
         if self.threshold == "batch":
-            pseudo = torch.zeros(b * c, dtype=others.dtype, device=others.device)
-            pseudo[index] = 1.0
-            return pseudo.view(b, c).scatter_(1, idx, 1.0), boundary
+            if fused.path_for(others, batch_pseudo_labels) == "kernel":  # (never compiled: topk, nonzero)
+                return fused.call(batch_pseudo_labels, others, target, extra)
+            return batch_pseudo_labels(others, target, extra)
+        idx = target.long()[:, None]
+        boundary, _ = _top_entries(others.reshape(-1), extra)
         running = self.running_threshold.to(others.device)
         if self.training:
             ema = self.momentum * running + (1.0 - self.momentum) * boundary

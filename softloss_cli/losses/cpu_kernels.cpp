@@ -16,6 +16,7 @@
 // No torch headers: this compiles in about a second with `g++ -O3`, and is called through
 // ctypes (which releases the GIL, so rows can be split across threads from Python).
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -675,6 +676,48 @@ int64_t binary_rows(const float* x, const int64_t* y, const float* weights, int 
       }
     }
   }
+  return 0;
+}
+
+}  // extern "C"
+
+extern "C" {
+
+// average_k.batch_pseudo_labels: pseudo [B, C] = 1 at the `count` largest entries of `others`
+// (each row's label holds -1, so it is never among them; ties at the boundary taken in index
+// order, as the eager path's topk of candidates does) and at each row's label y, else 0;
+// `boundary` gets the smallest chosen value. Linear time: a strided sample bounds the count-th
+// largest from below, the entries above that bound are the candidates, and nth_element among
+// them gives the boundary (the whole array when the sample's bound lets too few through).
+int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count,
+                            float* pseudo, float* boundary) {
+  if (const int64_t bad = bad_label(y, 0, B, C)) return bad;
+  const int64_t n = B * C;
+  std::vector<float> cand;
+  const int64_t stride = std::max<int64_t>(1, n / 16384);
+  std::vector<float> sample;
+  for (int64_t j = 0; j < n; j += stride) sample.push_back(others[j]);
+  const int64_t s = static_cast<int64_t>(sample.size());
+  const int64_t r = std::min<int64_t>(s, static_cast<int64_t>(1.25 * count * s / n) + 64);
+  std::nth_element(sample.begin(), sample.begin() + (r - 1), sample.end(), std::greater<float>());
+  float bound = sample[r - 1];
+  for (int64_t j = 0; j < n; ++j)
+    if (others[j] >= bound) cand.push_back(others[j]);
+  if (static_cast<int64_t>(cand.size()) < count) cand.assign(others, others + n);  // the sample misled: all
+  std::nth_element(cand.begin(), cand.begin() + (count - 1), cand.end(), std::greater<float>());
+  const float b = cand[count - 1];
+  int64_t above = 0;
+  for (const float v : cand) above += v > b;
+  int64_t ties = count - above;  // entries equal to b to take, first come first served
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) pseudo[j] = others[j] > b ? 1.f : 0.f;
+  for (int64_t j = 0; j < n && ties > 0; ++j)
+    if (others[j] == b) {
+      pseudo[j] = 1.f;
+      --ties;
+    }
+  for (int64_t i = 0; i < B; ++i) pseudo[i * C + y[i]] = 1.f;
+  *boundary = b;
   return 0;
 }
 

@@ -123,7 +123,8 @@ def path_for(z: torch.Tensor, fn: Callable | None = None) -> str:
     """Which path ``call(fn, z, ...)`` takes in the current mode: ``'kernel'``, ``'compiled'`` or ``'eager'``."""
     if _mode == "off" or torch.compiler.is_compiling():
         return "eager"
-    if z.device.type == "cpu" and fn in _kernels and fn not in _broken_kernels:
+    # The kernels are float32 (the losses' working precision); float64 callers get the eager path.
+    if z.device.type == "cpu" and z.dtype == torch.float32 and fn in _kernels and fn not in _broken_kernels:
         if _mode == "kernel":
             return "kernel"
         if _mode == "auto":

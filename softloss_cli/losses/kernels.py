@@ -57,6 +57,7 @@ SIGNATURES = {
     "binary_rows": (_P, _P, _P, _C, _I, _I, _I, _P, _P),
     "kappa_stats": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P),
     "kappa_grad": (_P, _P, _P, _P, _F, _F, _F, _P, _I, _I, _I),
+    "batch_pseudo_labels": (_P, _P, _I, _I, _I, _P, _P),
 }
 
 
@@ -173,7 +174,7 @@ def _arg(value):
 def launch(name: str, rows: int, *args, elements_per_row: int = 1,
            labels: tuple[torch.Tensor, int, str] | None = None) -> None:
     """Run kernel ``name`` over the rows ``[0, rows)``; ``ROWS`` in ``args`` stands for the range
-    (two arguments, ``r0, r1``). Splits the rows over ``torch.get_num_threads()`` threads when
+    (two arguments, ``r0, r1``; a kernel without it runs once, on the whole input). Splits the rows over ``torch.get_num_threads()`` threads when
     each block would hold at least ``MIN_BLOCK_ELEMENTS`` logits.
 
     ``labels=(index, bound, what)``: the label tensor the kernel reads rows with; a kernel checks
@@ -183,9 +184,11 @@ def launch(name: str, rows: int, *args, elements_per_row: int = 1,
     global _pool
     fn = getattr(library(), name)
     c_args = [_arg(a) for a in args]
-    at = next(i for i, a in enumerate(args) if a is ROWS)
+    at = next((i for i, a in enumerate(args) if a is ROWS), None)
     threads = min(torch.get_num_threads(), max(1, rows * elements_per_row // MIN_BLOCK_ELEMENTS), rows)
-    if threads <= 1:
+    if at is None:  # a kernel over the whole input at once
+        codes = [fn(*c_args)]
+    elif threads <= 1:
         codes = [fn(*c_args[:at], 0, rows, *c_args[at + 1:])]
     else:
         if _pool is None:
