@@ -199,6 +199,7 @@ def test_bad_value_of_a_known_key_is_one_line(cli, tmp_path, data_root):
     ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
     ("data.eval_batch_size=-2", "data.eval_batch_size must be >= 1, got -2"),
     ("trainer.progress=pony", "trainer.progress must be one of auto, rich, plain, none, got 'pony'"),
+    ("trainer.fused_loss=sometimes", "trainer.fused_loss must be one of auto, kernel, compile, off, got 'sometimes'"),
     ("trainer.grad_clip=0", "trainer.grad_clip must be null or a number > 0, got 0"),
 ])
 def test_values_of_the_wrong_type_or_range_are_refused_before_work(compose_cfg, override, expected):

@@ -19,6 +19,7 @@ from softloss_cli.config.compat import check_head, check_loss_task
 from softloss_cli.data import build_data
 from softloss_cli.data.loaders import EpochLoader
 from softloss_cli.errors import DivergedError, SoftlossError
+from softloss_cli.losses import fused
 from softloss_cli.metrics import compute_metrics, lower_is_better
 from softloss_cli.progress import mirror_warnings, quiet
 from softloss_cli.train import checkpoint as ckpt
@@ -114,6 +115,8 @@ def check_run_values(cfg: DictConfig) -> None:
         integer("data.eval_batch_size", cfg.data.eval_batch_size, 1)
     if t.progress not in PROGRESS_MODES:
         raise SoftlossError(f"trainer.progress must be one of {', '.join(PROGRESS_MODES)}, got {t.progress!r}")
+    if t.get("fused_loss", "auto") not in fused.MODES:
+        raise SoftlossError(f"trainer.fused_loss must be one of {', '.join(fused.MODES)}, got {t.fused_loss!r}")
     lr = cfg.optim.get("lr", 0.0)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
         raise SoftlossError(f"optim.lr must be a finite number >= 0, got {lr!r}")
@@ -137,6 +140,7 @@ def fit(cfg: DictConfig, run_dir: Path, on_start=None, guard: PreemptionGuard | 
     t = cfg.trainer
     if t.get("threads"):
         torch.set_num_threads(int(t.threads))
+    fused.set_mode(t.get("fused_loss", "auto"))
     backend = compile_backend(t.compile) if t.compile else None  # checked before any work
     dist = distributed.setup(t.get("strategy", "single"), t.device)
     device = dist.device
