@@ -188,9 +188,10 @@ def render(results: dict, classes, device: str) -> tuple[str, list[str]]:
 def describe(device: str, batch: int, repeats: int) -> str:
     where = "CPU, one thread" if device == "cpu" else "GPU"
     return (f"**{where}**, B = {batch}, forward + backward, ratio to `ce` (median of {repeats} paired repeats, each "
-            "the fastest of a few calls), on the default path (`fused`: the closed-form row function compiled by "
-            "`torch.compile`, losses/fused.py; `eager`: the same run as tensor ops; `plain torch`: a loss with no "
-            "row function); where the default is fused, the eager path's ratio follows:")
+            "the fastest of a few calls), on the default path (`kernel`: the loss's hand-written CPU kernel, "
+            "losses/cpu_kernels.cpp; `compiled`: its closed-form row function compiled by `torch.compile`; "
+            "`eager`: the same row function as tensor ops; `plain torch`: a loss with no row function), see "
+            "losses/fused.py; where the default is not eager, the eager path's ratio follows:")
 
 
 def run(repeats: int = 7, quick: bool = False, gpu: bool = False) -> Section:

@@ -63,8 +63,11 @@ class Trainer:
         self.device = torch.device(c["device"])
         torch.manual_seed(seed)
         heads = "two" if getattr(loss, "needs_aux", False) else "one"
+        # the output layer the loss trains (coral, corn, clm: their own heads, as the configs'
+        # model.head follows loss.head), else the linear one
+        head = getattr(loss, "needs_head", None) or "linear"
         model_cls = ResNet18 if c["model"] == "resnet18" else SmallCNN
-        model = model_cls(c["input"], c["classes"], heads=heads)
+        model = model_cls(c["input"], c["classes"], heads=heads, head=head)
         fmt = torch.channels_last if c["channels_last"] else torch.contiguous_format
         self.model = model.to(self.device, memory_format=fmt)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)

@@ -416,3 +416,33 @@ def test_the_pseudo_label_kernel_picks_the_eager_entries(b, c, count):
     # the kernel's ties: the first ones in index order
     assert torch.equal(taken, torch.sort(taken, descending=True, stable=True).values)
     assert len(tied) == len(taken)
+
+
+@needs_kernels
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_runs_threaded_kernels_after_the_parent_did():
+    """The kernels' thread pool does not survive a fork: a child (a DataLoader worker, a forked
+    sweep job) that runs a large loss builds its own pool instead of waiting forever on the
+    parent's threads."""
+    import multiprocessing as mp
+
+    from softloss_cli.losses.ordinal import cdf_rows
+
+    z, y = torch.randn(2048, 64), torch.randint(0, 64, (2048,))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = fused._kernels[cdf_rows](z, y, None)[0]  # starts the pool here
+        ctx = mp.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_child_cdf, (z, y)).get(timeout=60)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got, expected)
+
+
+def _child_cdf(z, y):
+    from softloss_cli.losses.ordinal import cdf_rows
+
+    torch.set_num_threads(2)
+    return fused._kernels[cdf_rows](z, y, None)[0]

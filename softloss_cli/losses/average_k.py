@@ -79,15 +79,7 @@ def bce_one_hot_rows_fused(z: torch.Tensor, target: torch.Tensor, neg_weight: fl
 def bce_one_hot_rows_kernel(z: torch.Tensor, target: torch.Tensor, neg_weight: float, scale: float,
                             want_grad: bool = True):
     """``bce_one_hot_rows`` as one CPU kernel (``cpu_kernels.cpp``)."""
-    z = z.float().contiguous()
-    b, c = z.shape
-    target = kernels.index(target)
-    values = z.new_empty(b)
-    grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("bce_one_hot_rows", b, z, target, float(neg_weight), float(scale), c, kernels.ROWS, values, grad,
-                   elements_per_row=c,
-                   labels=(target, c, "target"))
-    return values, grad
+    return kernels.values_and_grad("bce_one_hot_rows", z, target, float(neg_weight), float(scale), want_grad=want_grad)
 
 
 def _top_entries(values: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:

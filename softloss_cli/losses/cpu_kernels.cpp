@@ -136,17 +136,18 @@ inline void inclusive_scan(const float* x, float* out, int64_t n) {
   }
 }
 
-// For the n entries of a chunk: softplus(z) = max(z, 0) + log1p(exp(-|z|)) into sp, sigmoid(z)
-// into s and sigmoid(-z) into sn, from one exp per entry.
-inline void softplus_sigmoid(const float* z, int64_t n, float* sp, float* s, float* sn) {
+// For the n entries of a chunk: lp = log1p(exp(-|z|)), sigmoid(z) into s and sigmoid(-z) into sn,
+// from one exp per entry. softplus(z) = max(z, 0) + lp and softplus(-z) = max(-z, 0) + lp, each
+// exact (softplus(-z) as softplus(z) - z would cancel in float32 for large z).
+inline float pos(float x) { return x > 0.f ? x : 0.f; }  // not fmaxf: its NaN rule makes gcc call it per entry
+inline void softplus_sigmoid(const float* z, int64_t n, float* lp, float* s, float* sn) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
     const float x = z[j];
     const float e = expf(-std::fabs(x));
     const float inv = 1.f / (1.f + e);
     const float ei = e * inv;
-    // `x > 0 ? x : 0`, not fmaxf: fmaxf's NaN rule makes gcc call it per entry, unvectorised
-    sp[j] = (x > 0.f ? x : 0.f) + log1pf(e);
+    lp[j] = log1pf(e);
     s[j] = x >= 0.f ? inv : ei;
     sn[j] = x >= 0.f ? ei : inv;
   }
@@ -417,72 +418,68 @@ int64_t kl_rows(const float* z, const int64_t* target, const float* q, const flo
   return 0;
 }
 
-// The batch kappa losses (and MCE), first pass: p = softmax(z) into `p`, and per row (where `WT`
-// is not null) obs_b = sum_i p_bi W[i, y_b] (WT: W transposed, row y_b) and pm_b = p_b . m, and
-// (where `mce` is not null) the per-class squared error (1/C) sum_i w_i (p_bi - 1[i = y_b])^2.
+// The batch kappa losses (and MCE), first pass: p = softmax(z) into `p`, and per row
+// obs_b = sum_i p_bi W[i, y_b] (WT: W transposed, row y_b) and pm_b = p_b . m (where `WT` is not
+// null), and (where `mce` is not null) the per-class squared error
+// mce_b = (1/C) sum_i w_i e_bi^2 and pe_b = sum_i p_bi w_i e_bi, e_bi = p_bi - 1[i = y_b]: every
+// per-row sum the gradient needs (kappa_grad), so that pass is a single one.
 int64_t kappa_stats(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w, int64_t C,
-                 int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce) {
+                    int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce, float* pe) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
-  std::vector<float> ones(class_w ? 0 : C, 1.f), mx(chunk_rows(C));
+  // Null inputs become rows of ones / zeros: no pointer test inside the vectorised loop.
+  std::vector<float> ones(class_w ? 0 : C, 1.f), zeros(WT ? 0 : C, 0.f), mx(chunk_rows(C));
   if (!class_w) class_w = ones.data();
+  if (!WT) m = zeros.data();
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
     const int64_t n = std::min(chunk_rows(C), r1 - c0);
     shifted_exp(z + c0 * C, C, n, mx.data(), p + c0 * C);  // into p, normalised below
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = c0 + i, yr = y[r];
       float* pr = p + r * C;
+      const float* wr = WT ? WT + yr * C : zeros.data();
       const float inv = 1.f / row_sum(pr, C);
-#pragma omp simd
-      for (int64_t k = 0; k < C; ++k) pr[k] *= inv;
-      if (WT) {
-        const float* wr = WT + yr * C;
-        float o = 0.f, a = 0.f;
-#pragma omp simd reduction(+ : o, a)
-        for (int64_t k = 0; k < C; ++k) {
-          o += pr[k] * wr[k];
-          a += pr[k] * m[k];
-        }
-        obs[r] = o;
-        pm[r] = a;
-      }
-      if (!mce) continue;
-      float sq = 0.f;
-#pragma omp simd reduction(+ : sq)
+      float o = 0.f, a = 0.f, sq = 0.f, q = 0.f;
+#pragma omp simd reduction(+ : o, a, sq, q)
       for (int64_t k = 0; k < C; ++k) {
-        const float err = k == yr ? pr[k] - 1.f : pr[k];
+        const float pk = pr[k] * inv;
+        pr[k] = pk;
+        o += pk * wr[k];
+        a += pk * m[k];
+        const float err = k == yr ? pk - 1.f : pk;
         sq += class_w[k] * err * err;
+        q += pk * class_w[k] * err;
       }
-      mce[r] = sq / static_cast<float>(C);
+      if (obs) obs[r] = o;
+      if (pm) pm[r] = a;
+      if (mce) mce[r] = sq / static_cast<float>(C);
+      if (pe) pe[r] = q;
     }
   }
   return 0;
 }
 
 // Second pass, in place on p: grad = p * (g - sum_i p_i g_i) with
-// g_i = a_wk (W[i, y] - ratio m_i) + a_mce (2 / C) w_i (p_i - 1[i = y]).
+// g_i = a_wk (W[i, y] - ratio m_i) + a_mce (2 / C) w_i (p_i - 1[i = y]); the row's
+// sum_i p_i g_i = a_wk (obs - ratio pm) + a_mce (2 / C) pe comes from kappa_stats' sums.
 int64_t kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, float a_wk, float ratio, float a_mce,
-                const float* class_w, int64_t C, int64_t r0, int64_t r1) {
+                   const float* class_w, const float* obs, const float* pm, const float* pe, int64_t C, int64_t r0,
+                   int64_t r1) {
   const float two_c = 2.f / static_cast<float>(C);
-  // Null inputs become rows of ones / zeros: no pointer test inside the vectorised loops.
   std::vector<float> ones(class_w ? 0 : C, 1.f), zeros(WT ? 0 : C, 0.f);
   if (!class_w) class_w = ones.data();
-  if (!WT) a_wk = 0.f;
+  if (!WT) {
+    a_wk = 0.f;
+    m = zeros.data();
+  }
   for (int64_t r = r0; r < r1; ++r) {
     float* pr = p + r * C;
     const int64_t yr = y[r];
     const float* wr = WT ? WT + yr * C : zeros.data();
-    const float* mr = WT ? m : zeros.data();
-    float pg = 0.f;
-#pragma omp simd reduction(+ : pg)
-    for (int64_t k = 0; k < C; ++k) {
-      const float err = k == yr ? pr[k] - 1.f : pr[k];
-      const float g = a_wk * (wr[k] - ratio * mr[k]) + a_mce * two_c * class_w[k] * err;
-      pg += pr[k] * g;
-    }
+    const float pg = (WT ? a_wk * (obs[r] - ratio * pm[r]) : 0.f) + (pe ? a_mce * two_c * pe[r] : 0.f);
 #pragma omp simd
     for (int64_t k = 0; k < C; ++k) {
       const float err = k == yr ? pr[k] - 1.f : pr[k];
-      const float g = a_wk * (wr[k] - ratio * mr[k]) + a_mce * two_c * class_w[k] * err;
+      const float g = a_wk * (wr[k] - ratio * m[k]) + a_mce * two_c * class_w[k] * err;
       pr[k] = pr[k] * (g - pg);
     }
   }
@@ -500,7 +497,7 @@ int64_t bce_rows(const float* z, const float* t, int64_t C, int64_t r0, int64_t 
     float* g = grad ? grad + off : nullptr;
 #pragma omp simd
     for (int64_t j = 0; j < n * C; ++j) {
-      sp[j] -= tc[j] * zc[j];
+      sp[j] = pos(zc[j]) + sp[j] - tc[j] * zc[j];  // softplus(z) - t z
       s[j] -= tc[j];
     }
     for (int64_t i = 0; i < n; ++i) values[c0 + i] = row_sum(sp + i * C, C);
@@ -517,12 +514,16 @@ int64_t bce_one_hot_rows(const float* z, const int64_t* y, float neg_weight, flo
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
     const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
     float *sp = buf[0], *s = buf[1], *sn = buf[2];
-    softplus_sigmoid(z + off, n * C, sp, s, sn);
+    const float* zc = z + off;
+    softplus_sigmoid(zc, n * C, sp, s, sn);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = c0 + i, yr = y[r];
-      const float* spr = sp + i * C;
-      // softplus(-z_y) = softplus(z_y) - z_y
-      values[r] = scale * (neg_weight * row_sum_without(spr, C, yr) + (spr[yr] - z[off + i * C + yr]));
+      float* spr = sp + i * C;
+      const float* zr = zc + i * C;
+      const float lp_y = spr[yr];
+#pragma omp simd
+      for (int64_t k = 0; k < C; ++k) spr[k] += pos(zr[k]);  // softplus(z)
+      values[r] = scale * (neg_weight * row_sum_without(spr, C, yr) + (pos(-zr[yr]) + lp_y));
       if (!grad) continue;
       float* gr = grad + r * C;
       const float* sr = s + i * C;
@@ -550,8 +551,8 @@ void focal_impl(const float* z, const float* t, float gamma, float a_pos, float 
     softplus_sigmoid(zc, n * C, sp, s, sn);
 #pragma omp simd
     for (int64_t j = 0; j < n * C; ++j) {
-      const float ls = zc[j] - sp[j];  // log s = -softplus(-z)
-      const float lns = -sp[j];        // log(1 - s)
+      const float ls = -(pos(-zc[j]) + sp[j]);  // log s = -softplus(-z)
+      const float lns = -(pos(zc[j]) + sp[j]);  // log(1 - s) = -softplus(z)
       const float wp = pow_g<kInt>(sn[j], gamma, gi), wn = pow_g<kInt>(s[j], gamma, gi);
       const float pos = a_pos * wp * ls, neg = a_neg * wn * lns;
       const float d_pos = a_pos * wp * (sn[j] - gamma * s[j] * ls);
@@ -582,12 +583,12 @@ void asl_impl(const float* z, const float* t, float gamma_neg, float gamma_pos, 
       for (int64_t j = 0; j < n * C; ++j) lom[j] = logf(1.f + clip - s[j] < 1.f ? 1.f + clip - s[j] : 1.f);
     } else {
 #pragma omp simd
-      for (int64_t j = 0; j < n * C; ++j) lom[j] = -sp[j];
+      for (int64_t j = 0; j < n * C; ++j) lom[j] = -(pos(zc[j]) + sp[j]);
     }
 #pragma omp simd
     for (int64_t j = 0; j < n * C; ++j) {
       const float sj = s[j], snj = sn[j];
-      const float ls = zc[j] - sp[j];
+      const float ls = -(pos(-zc[j]) + sp[j]);
       const float pm = clip > 0.f ? (sj - clip > 0.f ? sj - clip : 0.f) : sj;
       const float one_m = clip > 0.f ? (1.f + clip - sj < 1.f ? 1.f + clip - sj : 1.f) : snj;
       const float log_one_m = lom[j];
@@ -665,7 +666,7 @@ int64_t binary_rows(const float* x, const int64_t* y, const float* weights, int 
       for (int64_t k = 0; k < K; ++k) {
         const bool above = k < yr;
         const float w = (conditional && k > yr) ? 0.f : weights[k];
-        val += w * (above ? spr[k] - xr[k] : spr[k]);
+        val += w * (spr[k] + pos(above ? -xr[k] : xr[k]));
       }
       values[r] = val;
       if (!gr) continue;

@@ -142,13 +142,13 @@ def mce_rows_kernel(z: torch.Tensor, target: torch.Tensor, class_weights: torch.
     b, c = z.shape
     target = kernels.index(target)
     cw = None if class_weights is None else class_weights.float().contiguous()
-    p, values = torch.empty_like(z), z.new_empty(b)
-    kernels.launch("kappa_stats", b, z, target, None, None, cw, c, kernels.ROWS, p, None, None, values,
-                   elements_per_row=c,
-                   labels=(target, c, "target"))
+    p, values, pe = torch.empty_like(z), z.new_empty(b), z.new_empty(b)
+    kernels.launch("kappa_stats", b, z, target, None, None, cw, c, kernels.ROWS, p, None, None, values, pe,
+                   elements_per_row=c, labels=(target, c, "target"))
     if not want_grad:
         return values, None
-    kernels.launch("kappa_grad", b, p, target, None, None, 0.0, 0.0, 1.0, cw, c, kernels.ROWS, elements_per_row=c)
+    kernels.launch("kappa_grad", b, p, target, None, None, 0.0, 0.0, 1.0, cw, None, None, pe, c, kernels.ROWS,
+                   elements_per_row=c)
     return values, p
 
 
@@ -193,10 +193,9 @@ def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w
         raise IndexError(f"target {int(target.max())} is out of bounds for {c} classes")
     m = (w @ counts.to(w.dtype)) / b
     p, obs, pm = torch.empty_like(z), z.new_empty(b), z.new_empty(b)
-    mce_values = z.new_empty(b) if mce_weight is not None else None
-    kernels.launch("kappa_stats", b, z, target, w_t, m, cw, c, kernels.ROWS, p, obs, pm, mce_values,
-                   elements_per_row=c,
-                   labels=(target, c, "target"))
+    mce_values, pe = (z.new_empty(b), z.new_empty(b)) if mce_weight is not None else (None, None)
+    kernels.launch("kappa_stats", b, z, target, w_t, m, cw, c, kernels.ROWS, p, obs, pm, mce_values, pe,
+                   elements_per_row=c, labels=(target, c, "target"))
     denominator = pm.sum() + epsilon
     ratio = obs.sum() / denominator
     value = torch.log(ratio + epsilon) if log else ratio
@@ -210,7 +209,7 @@ def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w
         a_wk, a_mce = a_wk * mce_weight, (1.0 - mce_weight) / b
     if not want_grad:
         return value, None, ratio, mce
-    kernels.launch("kappa_grad", b, p, target, w_t, m, a_wk, float(ratio), a_mce, cw, c, kernels.ROWS,
+    kernels.launch("kappa_grad", b, p, target, w_t, m, a_wk, float(ratio), a_mce, cw, obs, pm, pe, c, kernels.ROWS,
                    elements_per_row=c)
     return value, p, ratio, mce
 

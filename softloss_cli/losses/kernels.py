@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ROWS", "SOURCE", "KernelUnavailable", "available", "cache_dir", "index", "launch", "library"]
+__all__ = ["ROWS", "SOURCE", "KernelUnavailable", "available", "cache_dir", "index", "launch", "library",
+           "values_and_grad"]
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC")
@@ -55,8 +56,8 @@ SIGNATURES = {
     "asl_rows": (_P, _P, _F, _F, _F, _C, _I, _I, _I, _P, _P),
     "kl_rows": (_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P),
     "binary_rows": (_P, _P, _P, _C, _I, _I, _I, _P, _P),
-    "kappa_stats": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P),
-    "kappa_grad": (_P, _P, _P, _P, _F, _F, _F, _P, _I, _I, _I),
+    "kappa_stats": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P),
+    "kappa_grad": (_P, _P, _P, _P, _F, _F, _F, _P, _P, _P, _P, _I, _I, _I),
     "batch_pseudo_labels": (_P, _P, _I, _I, _I, _P, _P),
 }
 
@@ -69,6 +70,16 @@ _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
 _pool = None
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's pool threads: it makes its own pool when needed
+    (the parent's would queue work that no thread ever runs)."""
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def compiler() -> str | None:
@@ -208,3 +219,20 @@ def launch(name: str, rows: int, *args, elements_per_row: int = 1,
         index, bound, what = labels if labels is not None else (None, 0, "label")
         value = int(index.reshape(-1)[bad - 1]) if index is not None else "?"
         raise IndexError(f"{what} {value} is out of bounds for {bound} classes")
+
+
+def values_and_grad(name: str, z: torch.Tensor, labels: torch.Tensor | None, *params, want_grad: bool,
+                    bound: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(values [B], grad [B, C] or None)`` from a kernel of the common form
+    ``name(z, labels, *params, C, r0, r1, values, grad)``: ``z`` as contiguous float32, ``labels``
+    as contiguous int64 checked against ``[0, bound)`` (default ``C``), tensors among ``params``
+    as contiguous float32."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    labels = None if labels is None else index(labels)
+    params = tuple(p.float().contiguous() if isinstance(p, torch.Tensor) else p for p in params)
+    values = z.new_empty(b)
+    grad = torch.empty_like(z) if want_grad else None
+    launch(name, b, z, labels, *params, c, ROWS, values, grad, elements_per_row=c,
+           labels=None if labels is None else (labels, c if bound is None else bound, "target"))
+    return values, grad

@@ -22,12 +22,12 @@ are exact 0 at a one-hot prediction instead of ``1 - (1 - tiny)``; ``log(1 - p_i
 leave-one-out ``logsumexp`` (no ``log(1 - softmax)``), finite for logits of any size.
 
 Cost. Each loss computes its per-sample values and, with them, the gradient in closed form
-(``base.row_loss``: a pure row function, run eagerly or compiled into few kernels by
-``losses/fused.py``), from one softmax per call; tables that depend only on the label (SORD's
-soft labels, CDW-CE's weights) are cached per class count and gathered inside the row function.
-``cdw_rows`` and ``cdf_rows`` have compile-friendly variants (masks instead of scatters).
-``rps``/``emd2`` need two cumulative sums, which run as ATen's serial scan on the CPU even when
-compiled, so there they stay eager (``fused.eager_on_cpu``). BENCHMARKS.md has the ratios.
+(``base.row_loss``: a pure row function, run by ``losses/fused.py`` as a hand-written CPU
+kernel, compiled, or eagerly), from one softmax per call; tables that depend only on the label
+(SORD's soft labels, CDW-CE's weights) are cached per class count and gathered inside the row
+function. ``cdw_rows`` and ``cdf_rows`` have compile-friendly variants (masks instead of
+scatters); ``rps``/``emd2``'s two prefix sums run 8 lanes at a time in their CPU kernel.
+BENCHMARKS.md has the ratios.
 """
 
 from __future__ import annotations
@@ -196,15 +196,7 @@ def cdf_rows_fused(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | N
 @fused.kernel_of(cdf_rows)
 def cdf_rows_kernel(z: torch.Tensor, target: torch.Tensor, gaps: torch.Tensor | None, want_grad: bool = True):
     """``cdf_rows`` as one CPU kernel (``cpu_kernels.cpp``): the two prefix sums run 8 lanes at a time."""
-    z = z.float().contiguous()
-    b, c = z.shape
-    target = kernels.index(target)
-    gaps = None if gaps is None else gaps.float().contiguous()
-    values = z.new_empty(b)
-    grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("cdf_rows", b, z, target, gaps, c, kernels.ROWS, values, grad, elements_per_row=c,
-                   labels=(target, c, "target"))
-    return values, grad
+    return kernels.values_and_grad("cdf_rows", z, target, gaps, want_grad=want_grad)
 
 
 @LOSSES.register("rps", "ranked probability score: squared error of the softmax CDF (ordinal)")
@@ -422,15 +414,7 @@ def cdw_rows_kernel(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, 
                     want_grad: bool = True, all_rows: bool | None = None):
     """``cdw_rows`` as one CPU kernel (``cpu_kernels.cpp``); ``all_rows`` does not apply (a kernel
     takes the leave-one-out branch row by row, where it is needed)."""
-    z = z.float().contiguous()
-    b, c = z.shape
-    target = kernels.index(target)
-    table = table.float().contiguous()
-    values = z.new_empty(b)
-    grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("cdw_rows", b, z, target, table, per_class, c, kernels.ROWS, values, grad, elements_per_row=c,
-                   labels=(target, c, "target"))
-    return values, grad
+    return kernels.values_and_grad("cdw_rows", z, target, table, per_class, want_grad=want_grad)
 
 
 @LOSSES.register("cdw_ce", "class-distance-weighted CE: -sum |i-y|^alpha log(1-p_i) (ordinal)")
@@ -537,16 +521,8 @@ def kl_rows(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log
 def kl_rows_kernel(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log_q: torch.Tensor,
                    q_sum: torch.Tensor, want_grad: bool = True):
     """``kl_rows`` as one CPU kernel (``cpu_kernels.cpp``): the tables' rows are read in place."""
-    z = z.float().contiguous()
-    b, c = z.shape
-    if target is not None:
-        target = kernels.index(target)
-    q, q_log_q, q_sum = (t.float().contiguous() for t in (q, q_log_q, q_sum))
-    values = z.new_empty(b)
-    grad = torch.empty_like(z) if want_grad else None
-    kernels.launch("kl_rows", b, z, target, q, q_log_q, q_sum, q.shape[0], c, kernels.ROWS, values, grad, elements_per_row=c,
-                   labels=(target, q.shape[0], "target"))
-    return values, grad
+    return kernels.values_and_grad("kl_rows", z, target, q, q_log_q, q_sum, q.shape[0], want_grad=want_grad,
+                                   bound=q.shape[0])
 
 
 @LOSSES.register("sord", "soft ordinal labels: CE against softmax(-alpha |v_k - v_y|) (ordinal)")

@@ -229,16 +229,8 @@ def binary_rows_kernel(x: torch.Tensor, target: torch.Tensor, sign_table: torch.
                        offset_table: torch.Tensor | None, weights: torch.Tensor | None, want_grad: bool = True):
     """``binary_rows`` as one CPU kernel (``cpu_kernels.cpp``): signs and CORN's unseen tasks come
     from the label directly, no table rows are gathered."""
-    x = x.float().contiguous()
-    b, k = x.shape
-    target = kernels.index(target)
-    weights = None if weights is None else weights.float().contiguous()
-    values = x.new_empty(b)
-    grad = torch.empty_like(x) if want_grad else None
-    kernels.launch("binary_rows", b, x, target, weights, offset_table is not None, k, kernels.ROWS, values, grad,
-                   elements_per_row=k,
-                   labels=(target, k + 1, "target"))
-    return values, grad
+    return kernels.values_and_grad("binary_rows", x, target, weights, offset_table is not None, want_grad=want_grad,
+                                   bound=x.shape[1] + 1)
 
 
 def _task_tables(tasks: int, device, dtype, conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -259,6 +259,16 @@ def _binning(probs: torch.Tensor, targets: torch.Tensor, n_bins: int):
     return conf_sum, correct_sum, count
 
 
+def _checked_binning(probs: torch.Tensor, targets: torch.Tensor, n_bins: int, validate_args: bool):
+    """``_binning`` after the checks every binned calibration metric makes (``validate_args``):
+    ``n_bins``, probabilities rows, targets."""
+    if validate_args:
+        _check_n_bins(n_bins)
+        check_probs(probs)
+        check_targets(targets, *probs.shape)
+    return _binning(probs, targets, n_bins)
+
+
 def reliability_bins(
     probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15, *, validate_args: bool = True
 ) -> ReliabilityBins:
@@ -275,11 +285,7 @@ def reliability_bins(
     confidence and accuracy (float64, NaN where the bin is empty) and the sample counts
     (int64, summing to N). The bin edges are ``torch.arange(M + 1) / M``.
     """
-    if validate_args:
-        _check_n_bins(n_bins)
-        check_probs(probs)
-        check_targets(targets, *probs.shape)
-    conf_sum, correct_sum, count = _binning(probs, targets, n_bins)
+    conf_sum, correct_sum, count = _checked_binning(probs, targets, n_bins, validate_args)
     denom = count.to(torch.float64)  # 0 / 0 = NaN marks an empty bin
     return ReliabilityBins(conf_sum / denom, correct_sum / denom, count)
 
@@ -311,11 +317,7 @@ def ece(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15, *, validat
 
     Returns a float in [0, 1].
     """
-    if validate_args:
-        _check_n_bins(n_bins)
-        check_probs(probs)
-        check_targets(targets, *probs.shape)
-    conf_sum, correct_sum, _ = _binning(probs, targets, n_bins)
+    conf_sum, correct_sum, _ = _checked_binning(probs, targets, n_bins, validate_args)
     return ((correct_sum - conf_sum).abs().sum() / probs.shape[0]).item()
 
 
@@ -337,11 +339,7 @@ def max_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: in
 
     Returns a float in [0, 1].
     """
-    if validate_args:
-        _check_n_bins(n_bins)
-        check_probs(probs)
-        check_targets(targets, *probs.shape)
-    conf_sum, correct_sum, count = _binning(probs, targets, n_bins)
+    conf_sum, correct_sum, count = _checked_binning(probs, targets, n_bins, validate_args)
     gaps = (correct_sum - conf_sum).abs() / count.clamp_min(1).to(torch.float64)
     return gaps.max().item()  # an empty bin has gap 0, never the maximum of a non-empty split
 
@@ -363,11 +361,7 @@ def rms_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: in
 
     Returns a float in [0, 1].
     """
-    if validate_args:
-        _check_n_bins(n_bins)
-        check_probs(probs)
-        check_targets(targets, *probs.shape)
-    conf_sum, correct_sum, count = _binning(probs, targets, n_bins)
+    conf_sum, correct_sum, count = _checked_binning(probs, targets, n_bins, validate_args)
     sq = (correct_sum - conf_sum).square() / count.clamp_min(1).to(torch.float64)  # n_b * gap_b^2
     return (sq.sum() / probs.shape[0]).sqrt().item()
 

@@ -233,6 +233,17 @@ def mae_per_class(
     return total / count.to(torch.float64), count  # 0 / 0 = NaN marks an absent class
 
 
+def _present_class_maes(scores: torch.Tensor, targets: torch.Tensor, values, validate_args: bool) -> torch.Tensor:
+    """The argmax MAE of each class present in ``targets`` (``mae_per_class``), float64 ``[|K|]``:
+    what ``amae`` averages and ``mmae`` takes the worst of."""
+    if validate_args:
+        _check_scores_targets(scores, targets)
+    c = scores.shape[1]
+    v = _values(values, c, scores.device)
+    per_class, count = mae_per_class(v[_argmax(scores)], targets, c, v)
+    return per_class[count > 0]
+
+
 def amae(scores: torch.Tensor, targets: torch.Tensor, values=None, *, validate_args: bool = True) -> float:
     """Macro-averaged MAE (Baccianella et al. 2009): the mean over *present* classes of the
     argmax MAE of each true class.
@@ -249,12 +260,7 @@ def amae(scores: torch.Tensor, targets: torch.Tensor, values=None, *, validate_a
 
     Returns a float >= 0.
     """
-    if validate_args:
-        _check_scores_targets(scores, targets)
-    n, c = scores.shape
-    v = _values(values, c, scores.device)
-    per_class, count = mae_per_class(v[_argmax(scores)], targets, c, v)
-    return per_class[count > 0].mean().item()
+    return _present_class_maes(scores, targets, values, validate_args).mean().item()
 
 
 def mmae(scores: torch.Tensor, targets: torch.Tensor, values=None, *, validate_args: bool = True) -> float:
@@ -277,12 +283,7 @@ def mmae(scores: torch.Tensor, targets: torch.Tensor, values=None, *, validate_a
 
     Returns a float >= 0, >= ``amae``.
     """
-    if validate_args:
-        _check_scores_targets(scores, targets)
-    n, c = scores.shape
-    v = _values(values, c, scores.device)
-    per_class, count = mae_per_class(v[_argmax(scores)], targets, c, v)
-    return per_class[count > 0].max().item()
+    return _present_class_maes(scores, targets, values, validate_args).max().item()
 
 
 def minimum_sensitivity(scores: torch.Tensor, targets: torch.Tensor, *, validate_args: bool = True) -> float:
