@@ -554,10 +554,10 @@ void focal_impl(const float* z, const float* t, float gamma, float a_pos, float 
       const float ls = -(pos(-zc[j]) + sp[j]);  // log s = -softplus(-z)
       const float lns = -(pos(zc[j]) + sp[j]);  // log(1 - s) = -softplus(z)
       const float wp = pow_g<kInt>(sn[j], gamma, gi), wn = pow_g<kInt>(s[j], gamma, gi);
-      const float pos = a_pos * wp * ls, neg = a_neg * wn * lns;
+      const float pos_term = a_pos * wp * ls, neg_term = a_neg * wn * lns;
       const float d_pos = a_pos * wp * (sn[j] - gamma * s[j] * ls);
       const float d_neg = a_neg * wn * (gamma * sn[j] * lns - s[j]);
-      sp[j] = neg + tc[j] * (pos - neg);
+      sp[j] = neg_term + tc[j] * (pos_term - neg_term);
       s[j] = d_neg + tc[j] * (d_pos - d_neg);
     }
     for (int64_t i = 0; i < n; ++i) values[c0 + i] = -row_sum(sp + i * C, C);
@@ -567,11 +567,12 @@ void focal_impl(const float* z, const float* t, float gamma, float a_pos, float 
 
 // multilabel.asl_rows (below): -sum_c [t (1-s)^gp log s + (1-t) p_m^gn log(1 - p_m)], p_m = max(s - clip, 0);
 // grad / -1. `detach` treats the weights (1-s)^gp and p_m^gn as constants.
-template <bool kInt>
+template <bool kInt, bool kClip0, bool kSimple, bool kGn0>
 void asl_impl(const float* z, const float* t, float gamma_neg, float gamma_pos, float clip, int detach, int64_t C,
               int64_t r0, int64_t r1, float* values, float* grad) {
   const int gin = small_int(gamma_neg), gip = small_int(gamma_pos);
   const int gim1 = gamma_neg >= 1.f ? small_int(gamma_neg - 1.f) : -1;
+  const float gp_grad = detach ? 0.f : gamma_pos;
   Scratch buf(C, 4);
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
     const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
@@ -594,24 +595,22 @@ void asl_impl(const float* z, const float* t, float gamma_neg, float gamma_pos, 
       const float log_one_m = lom[j];
       const float wp = pow_g<kInt>(snj, gamma_pos, gip);
       const float w_neg = pow_g<kInt>(pm, gamma_neg, gin);
-      const float pos = ls * wp, neg = log_one_m * w_neg;
-      const float d_pos = gamma_pos == 0.f ? snj : (detach ? wp * snj : wp * (snj - gamma_pos * sj * ls));
-      float d_neg;
-      if (clip == 0.f) {
-        d_neg = (detach || gamma_neg == 0.f) ? -sj * w_neg : w_neg * (gamma_neg * snj * log_one_m - sj);
-      } else {
-        const float dpm = sj * snj;
-        if (detach || gamma_neg == 0.f) {
-          d_neg = (gamma_neg == 0.f && !(pm > 0.f)) ? 0.f : -dpm * w_neg / one_m;
-        } else {
-          // p_m^(gn-1); for 0 < gn < 1, 0 where p_m = 0 (it multiplies terms that are 0 there)
-          const float w_m1 = kInt ? pow_g<true>(pm, gamma_neg - 1.f, gim1)
-                                  : (pm > 0.f ? powf(pm > 0.f ? pm : 1.f, gamma_neg - 1.f) : 0.f);
-          d_neg = (w_m1 * log_one_m * gamma_neg - w_neg / one_m) * dpm;
-        }
-      }
-      sp[j] = neg + tc[j] * (pos - neg);
+      const float pos_term = ls * wp, neg_term = log_one_m * w_neg;
+      // The options are template constants (asl_rows picks the instance): tests of runtime flags
+      // inside this loop keep gcc from vectorising it.
+      // (1-s)^gp ((1-s) - gp s log s): with gp = 0 (wp = 1) it is 1 - s; detached weights drop the gp term
+      const float d_pos = wp * (snj - gp_grad * sj * ls);
+      const float dpm = sj * snj;
+      const float dn_focal_simple = -sj * w_neg;                                // clip = 0, constant weights
+      const float dn_focal = w_neg * (gamma_neg * snj * log_one_m - sj);        // clip = 0
+      const float dn_clip_simple = (kGn0 && !(pm > 0.f)) ? 0.f : -dpm * w_neg / one_m;
+      // p_m^(gn-1); for 0 < gn < 1, 0 where p_m = 0 (it multiplies terms that are 0 there)
+      const float w_m1 = kInt ? pow_g<true>(pm, gamma_neg - 1.f, gim1)
+                              : (pm > 0.f ? powf(pm > 0.f ? pm : 1.f, gamma_neg - 1.f) : 0.f);
+      const float dn_clip = (w_m1 * log_one_m * gamma_neg - w_neg / one_m) * dpm;
+      const float d_neg = kClip0 ? (kSimple ? dn_focal_simple : dn_focal) : (kSimple ? dn_clip_simple : dn_clip);
       s[j] = d_neg + tc[j] * (d_pos - d_neg);
+      sp[j] = neg_term + tc[j] * (pos_term - neg_term);
     }
     for (int64_t i = 0; i < n; ++i) values[c0 + i] = -row_sum(sp + i * C, C);
     if (grad) std::memcpy(grad + off, s, n * C * sizeof(float));
@@ -635,11 +634,19 @@ int64_t asl_rows(const float* z, const float* t, float gamma_neg, float gamma_po
   // integer exponents throughout (p_m^(gn-1) too, where the gradient needs it): no powf
   const bool ints = small_int(gamma_neg) >= 0 && small_int(gamma_pos) >= 0 &&
                     (gamma_neg == 0.f || gamma_neg >= 1.f);
-  if (ints) {
-    asl_impl<true>(z, t, gamma_neg, gamma_pos, clip, detach, C, r0, r1, values, grad);
-  } else {
-    asl_impl<false>(z, t, gamma_neg, gamma_pos, clip, detach, C, r0, r1, values, grad);
-  }
+  using Impl = void (*)(const float*, const float*, float, float, float, int, int64_t, int64_t, int64_t, float*, float*);
+  // [ints][clip == 0][detach or gamma_neg == 0][gamma_neg == 0]
+  static const Impl impls[2][2][2][2] = {
+      {{{asl_impl<false, false, false, false>, asl_impl<false, false, false, true>},
+        {asl_impl<false, false, true, false>, asl_impl<false, false, true, true>}},
+       {{asl_impl<false, true, false, false>, asl_impl<false, true, false, true>},
+        {asl_impl<false, true, true, false>, asl_impl<false, true, true, true>}}},
+      {{{asl_impl<true, false, false, false>, asl_impl<true, false, false, true>},
+        {asl_impl<true, false, true, false>, asl_impl<true, false, true, true>}},
+       {{asl_impl<true, true, false, false>, asl_impl<true, true, false, true>},
+        {asl_impl<true, true, true, false>, asl_impl<true, true, true, true>}}}};
+  const bool gn0 = gamma_neg == 0.f;
+  impls[ints][clip == 0.f][detach || gn0][gn0](z, t, gamma_neg, gamma_pos, clip, detach, C, r0, r1, values, grad);
   return 0;
 }
 
