@@ -82,17 +82,29 @@ inline float row_sum_without(const float* x, int64_t c, int64_t skip) {
   return s;
 }
 
-// e = exp(z - max z) for n rows of a chunk; m[i]: row i's max.
-inline void shifted_exp(const float* z, int64_t c, int64_t n, float* m, float* e) {
+// e = exp(z - max z) for n rows of a chunk; m[i]: row i's max. Rows of e at stride ld >= c,
+// whose entries past c get 0 (exp(-inf)).
+inline void shifted_exp(const float* z, int64_t c, int64_t ld, int64_t n, float* m, float* e) {
   for (int64_t i = 0; i < n; ++i) {
     const float* zr = z + i * c;
-    float* er = e + i * c;
+    float* er = e + i * ld;
     const float mi = row_max(zr, c);
     m[i] = mi;
 #pragma omp simd
     for (int64_t k = 0; k < c; ++k) er[k] = zr[k] - mi;
+    for (int64_t k = c; k < ld; ++k) er[k] = -INFINITY;
   }
-  flat_exp(e, n * c);
+  flat_exp(e, n * ld);
+}
+
+inline void shifted_exp(const float* z, int64_t c, int64_t n, float* m, float* e) { shifted_exp(z, c, c, n, m, e); }
+
+// c rounded up to whole 8-lane vectors, and a row copied into such a buffer (zeros past c).
+inline int64_t padded(int64_t c) { return (c + 7) / 8 * 8; }
+inline const float* load_padded(const float* src, float* dst, int64_t c, int64_t cp) {
+  std::memcpy(dst, src, c * sizeof(float));
+  for (int64_t k = c; k < cp; ++k) dst[k] = 0.f;
+  return dst;
 }
 
 // sum_{k != skip} exp(z[k]) as (m, s) = (max_{k != skip} z_k, sum_{k != skip} exp(z_k - m)), with
@@ -234,69 +246,75 @@ int64_t cdf_rows(const float* z, const int64_t* y, const float* gaps, int64_t C,
 
 // ordinal.cdw_rows: -sum_i w_i log(1 - p_i), w = table[y] (per_class) or the row's weights.
 int64_t cdw_rows(const float* z, const int64_t* y, const float* table, int per_class, int64_t C, int64_t r0,
-              int64_t r1, float* values, float* grad) {
+                 int64_t r1, float* values, float* grad) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
-  Scratch buf(C, 2);  // e (then p off the top), log1p(-p)
-  const int64_t R = chunk_rows(C);
-  std::vector<float> m(R), inv(R), log1m_t(R), rest(R), loo_m(R), loo_s(R), ratio(C);
+  // Rows of the chunk at a stride padded to whole vectors (zeros past C): no loop has a scalar
+  // remainder, which on short rows (C = 30) costs as much as the vector body.
+  const int64_t Cp = padded(C), R = chunk_rows(Cp);
+  std::vector<float> buf(2 * R * Cp + Cp), m(R), inv(R), log1m_t(R), rest(R), loo_m(R), loo_s(R);
+  float *e = buf.data(), *lg = e + R * Cp, *wp = lg + R * Cp;
   std::vector<int64_t> top(R);
   std::vector<char> underflow(R);
   for (int64_t c0 = r0; c0 < r1; c0 += R) {
     const int64_t n = std::min(R, r1 - c0);
     const float* zc = z + c0 * C;
-    float *e = buf[0], *lg = buf[1];
-    shifted_exp(zc, C, n, m.data(), e);
+    shifted_exp(zc, C, Cp, n, m.data(), e);
     for (int64_t i = 0; i < n; ++i) {
       const float* zr = zc + i * C;
-      float* er = e + i * C;
+      float* er = e + i * Cp;
       const int64_t t = first_index_of(zr, C, m[i]);
       top[i] = t;
-      const float rs = row_sum_without(er, C, t);  // 1 - p_t = rest / (1 + rest) without rounding
+      const float rs = row_sum_without(er, Cp, t);  // 1 - p_t = rest / (1 + rest) without rounding
       const float s = 1.f + rs;
       inv[i] = 1.f / s;
       rest[i] = rs;
       underflow[i] = rs * inv[i] < kLooUnderflow;
-      const ShiftedSum loo = underflow[i] ? sum_without(zr, C, t) : ShiftedSum{0.f, 1.f};
-      loo_m[i] = loo.m;
-      loo_s[i] = loo.s;
-      log1m_t[i] = underflow[i] ? ((loo.m - m[i]) + std::log(loo.s)) - std::log(s) : std::log(rs) - std::log(s);
-      float* lr = lg + i * C;
+      if (underflow[i]) {  // rare: its own scalar logs
+        const ShiftedSum loo = sum_without(zr, C, t);
+        loo_m[i] = loo.m;
+        loo_s[i] = loo.s;
+        log1m_t[i] = ((loo.m - m[i]) + std::log(loo.s)) - std::log(s);
+      } else {
+        log1m_t[i] = rs * inv[i];  // log taken below, for the whole chunk in one vector loop
+      }
+      float* lr = lg + i * Cp;
+      const float iv = inv[i];
 #pragma omp simd
-      for (int64_t k = 0; k < C; ++k) lr[k] = k == t ? 0.f : -er[k] * inv[i];  // -p_k, every p_k <= 1/2 off the top
+      for (int64_t k = 0; k < Cp; ++k) lr[k] = k == t ? 0.f : -er[k] * iv;  // -p_k, every p_k <= 1/2 off the top
     }
 #pragma omp simd
-    for (int64_t j = 0; j < n * C; ++j) lg[j] = log1pf(lg[j]);
+    for (int64_t j = 0; j < n * Cp; ++j) lg[j] = log1pf(lg[j]);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) log1m_t[i] = underflow[i] ? log1m_t[i] : logf(log1m_t[i]);  // log(1 - p_t)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = c0 + i, t = top[i];
-      const float* w = per_class ? table + y[r] * C : table + r * C;
-      const float* er = e + i * C;
-      const float* lr = lg + i * C;
+      const float* w = load_padded(per_class ? table + y[r] * C : table + r * C, wp, C, Cp);
+      const float* er = e + i * Cp;
+      float* lr = lg + i * Cp;  // log1p(-p_k), then w_k p_k / (1 - p_k)
       const float iv = inv[i];
       float val = 0.f, area = 0.f;
 #pragma omp simd reduction(+ : val, area)
-      for (int64_t k = 0; k < C; ++k) {
+      for (int64_t k = 0; k < Cp; ++k) {
         const float pk = k == t ? 0.f : er[k] * iv;
+        const float wr = w[k] * pk / (1.f - pk);
         val += w[k] * lr[k];
-        area += w[k] * pk / (1.f - pk);
+        area += wr;
+        lr[k] = wr;
       }
       values[r] = -val - w[t] * log1m_t[i];
       if (!grad) continue;
       float* gr = grad + r * C;
       const float p_t = iv, wp_t = w[t] * p_t;
-      // ratio_k = p_k / (1 - p_t): e_k / rest, or from the log domain where rest underflowed
+      // w_k r_k - p_k A - w_t p_t p_k / (1 - p_t), p_k / (1 - p_t) = e_k / rest, or from the log
+      // domain where rest underflowed (a rare row: its own scalar loop)
       if (underflow[i]) {
         const float* zr = zc + i * C;
         const float rinv = 1.f / loo_s[i];
-        for (int64_t k = 0; k < C; ++k) ratio[k] = std::exp(zr[k] - loo_m[i]) * rinv;
+        for (int64_t k = 0; k < C; ++k) gr[k] = lr[k] - er[k] * iv * area - wp_t * std::exp(zr[k] - loo_m[i]) * rinv;
       } else {
-        const float rinv = 1.f / rest[i];
+        const float coef = iv * area + wp_t / rest[i];
 #pragma omp simd
-        for (int64_t k = 0; k < C; ++k) ratio[k] = er[k] * rinv;
-      }
-#pragma omp simd
-      for (int64_t k = 0; k < C; ++k) {
-        const float pk = er[k] * iv;
-        gr[k] = w[k] * pk / (1.f - pk) - pk * area - wp_t * ratio[k];
+        for (int64_t k = 0; k < C; ++k) gr[k] = lr[k] - er[k] * coef;
       }
       gr[t] = p_t * (w[t] - area);
     }

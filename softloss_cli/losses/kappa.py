@@ -22,7 +22,15 @@ from collections.abc import Sequence
 import torch
 
 from softloss_cli.losses import fused, kernels
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, row_loss, with_grad
+from softloss_cli.losses.base import (
+    LOSSES,
+    SoftmaxLoss,
+    needs_grad,
+    reduce_loss,
+    row_loss,
+    scaled_float,
+    with_grad,
+)
 
 __all__ = ["WeightedKappaLoss", "MeanClassErrorLoss", "MceWkLoss", "kappa_weights"]
 
@@ -85,7 +93,7 @@ class _BatchLoss(SoftmaxLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         # float32 with autocast off, as every softmax loss (SoftmaxLoss.forward).
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            z = logits.float() * self.logit_scale
+            z = scaled_float(logits, self.logit_scale)  # no multiply (a pass, forward and backward) at scale 1
             aux32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in aux.items()}
             parts: dict[str, torch.Tensor] = {}
             main = self.batch_value(z, target, parts)
