@@ -104,7 +104,8 @@ def write(path: Path, info: dict, sections: list[Section], gpu_note: bool, elaps
                  "run, other load: compare the ratios, not the times).", ""]
         for title in ("Loss cost", "Runner overhead"):
             if title in previous[1]:
-                old = previous[1][title].split("\nCommands (one pair)")[0].split("\n**GPU**")[0].strip()
+                old = (previous[1][title].split("\nCommands (one pair)")[0].split("\n**GPU**")[0]
+                       .split("<!-- device:")[0].strip())
                 body += [f"### {title} (before)", "", old, ""]
     path.write_text("\n".join(head + body).rstrip() + "\n")
 
