@@ -195,47 +195,49 @@ extern "C" {
 
 // ordinal.cdf_rows: sum_{k<C-1} gap_k (F_k - 1[k >= y])^2; grad divided by -2.
 int64_t cdf_rows(const float* z, const int64_t* y, const float* gaps, int64_t C, int64_t r0, int64_t r1,
-              float* values, float* grad) {
+                 float* values, float* grad) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
-  Scratch buf(C, 1);
-  std::vector<float> m(chunk_rows(C)), rows(3 * C);
-  float *a = rows.data(), *b = a + C;
-  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
-    const int64_t n = std::min(chunk_rows(C), r1 - c0);
-    shifted_exp(z + c0 * C, C, n, m.data(), buf[0]);
+  // Rows at a stride padded to whole vectors (p = 0 past C): no loop has a scalar remainder.
+  const int64_t Cp = padded(C), R = chunk_rows(Cp);
+  std::vector<float> buf(R * Cp + 3 * Cp, 0.f), m(R);
+  float *e = buf.data(), *a = e + R * Cp, *b = a + Cp, *gp = b + Cp;
+  if (gaps) std::memcpy(gp, gaps, (C - 1) * sizeof(float));  // zeros from C - 1 on: no threshold there
+  for (int64_t c0 = r0; c0 < r1; c0 += R) {
+    const int64_t n = std::min(R, r1 - c0);
+    shifted_exp(z + c0 * C, C, Cp, n, m.data(), e);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = c0 + i, yr = y[r];
-      float* p = buf[0] + i * C;
-      const float inv = 1.f / row_sum(p, C);
+      float* p = e + i * Cp;
+      const float inv = 1.f / row_sum(p, Cp);
       float rest = 0.f;  // sum_{j != y} p_j, the exact 1 - p_y
 #pragma omp simd reduction(+ : rest)
-      for (int64_t k = 0; k < C; ++k) {
+      for (int64_t k = 0; k < Cp; ++k) {
         p[k] *= inv;
         rest += k == yr ? 0.f : p[k];
       }
       const float py = p[yr];
       p[yr] = -rest;
-      inclusive_scan(p, a, C);  // e_k = F_k - 1[k >= y]
+      inclusive_scan(p, a, Cp);  // e_k = F_k - 1[k >= y]
       p[yr] = py;
-      a[C - 1] = 0.f;
+      for (int64_t k = C - 1; k < Cp; ++k) a[k] = 0.f;  // k = C-1 is no threshold
       float val = 0.f;
       if (gaps) {
 #pragma omp simd reduction(+ : val)
-        for (int64_t k = 0; k < C - 1; ++k) {
-          const float w = gaps[k] * a[k];
+        for (int64_t k = 0; k < Cp; ++k) {
+          const float w = gp[k] * a[k];
           val += w * a[k];
           a[k] = w;
         }
       } else {
 #pragma omp simd reduction(+ : val)
-        for (int64_t k = 0; k < C; ++k) val += a[k] * a[k];
+        for (int64_t k = 0; k < Cp; ++k) val += a[k] * a[k];
       }
       values[r] = val;
       if (!grad) continue;
-      inclusive_scan(a, b, C);  // g_k = sum_{i<k} w_i = b_k - w_k
+      inclusive_scan(a, b, Cp);  // g_k = sum_{i<k} w_i = b_k - w_k
       float pg = 0.f;
 #pragma omp simd reduction(+ : pg)
-      for (int64_t k = 0; k < C; ++k) pg += p[k] * (b[k] - a[k]);
+      for (int64_t k = 0; k < Cp; ++k) pg += p[k] * (b[k] - a[k]);
       float* gr = grad + r * C;
 #pragma omp simd
       for (int64_t k = 0; k < C; ++k) gr[k] = p[k] * ((b[k] - a[k]) - pg);
