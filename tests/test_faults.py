@@ -323,15 +323,24 @@ def test_a_requeued_job_resumes_by_itself(tmp_path, monkeypatch):
 
 
 def test_joblib_runs_each_job_in_its_own_process():
+    """hydra/launcher=joblib is softloss's subclass of the plugin's launcher (nothing patched),
+    found by Hydra's plugin scan and running each job through execute_job_isolated."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
     from hydra_plugins.hydra_joblib_launcher import _core
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+    from omegaconf import OmegaConf
 
-    from softloss_cli.runs import launchers
+    from hydra_plugins.softloss_launchers import IsolatedJoblibLauncher
 
-    launchers.install()
-    launchers.install()  # idempotent
-    assert _core.execute_job is launchers.execute_job_isolated
-    assert launchers.ORIGINAL["execute_job"].__module__ == _core.__name__
+    # (Hydra's plugin scan re-executes plugin modules, so classes are compared by name)
+    qualified = [f"{c.__module__}.{c.__name__}" for c in IsolatedJoblibLauncher.__mro__]
+    assert f"{JoblibLauncher.__module__}.{JoblibLauncher.__name__}" in qualified
+    assert qualified[0] in {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert _core.execute_job.__module__ == _core.__name__  # the plugin is left as it is
+    cfg = OmegaConf.load(REPO / "softloss_cli" / "configs" / "hydra" / "launcher" / "joblib.yaml")
+    assert cfg._target_ == "hydra_plugins.softloss_launchers.isolated_joblib.IsolatedJoblibLauncher"
 
 
 # --------------------------------------------------------------------------- end to end

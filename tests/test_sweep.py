@@ -187,10 +187,13 @@ def test_joblib_launcher_config_is_ours_complete_and_instantiates(compose_cfg):
     # Every key the plugin reads is in our file, so it works without Hydra's schema matching.
     assert set(own) == _fields(JobLibLauncherConf)
     cfg = compose_cfg(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"], return_hydra_config=True)
-    assert cfg.hydra.launcher._target_ == JobLibLauncherConf._target_
+    # softloss's subclass of the plugin's launcher (each job in its own process: runs/launchers.py)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.softloss_launchers.isolated_joblib.IsolatedJoblibLauncher"
+    assert JobLibLauncherConf._target_.endswith(".JoblibLauncher")
     assert cfg.hydra.launcher.n_jobs == 3 and own["n_jobs"] == 2
     launcher = instantiate(cfg.hydra.launcher)
-    assert type(launcher).__name__ == "JoblibLauncher" and launcher.joblib["n_jobs"] == 3
+    assert type(launcher).__name__ == "IsolatedJoblibLauncher" and launcher.joblib["n_jobs"] == 3
+    assert "JoblibLauncher" in [c.__name__ for c in type(launcher).__mro__]
 
 
 @pytest.mark.filterwarnings(SCHEMA_NOTICE)

@@ -1,13 +1,13 @@
 """joblib sweeps that lose no job to another's death.
 
 loky's pool breaks when one of its workers dies (kill -9, the out-of-memory killer) and
-kills every other worker with it: healthy jobs die and the queued ones never run. With
-``install`` (called by the sweep callback when a multirun starts, once Hydra has loaded its
-plugins: Hydra only instantiates launchers from its ``hydra_plugins`` package, so the
-plugin is adjusted in place) each job runs in a child process of its worker
-(``execute_job_isolated``): a job that dies takes only itself; the worker records it
-``killed`` (with the signal) in the job's ``status.json``, frees its directory and takes the
-next job.
+kills every other worker with it: healthy jobs die and the queued ones never run.
+``hydra/launcher=joblib`` is therefore softloss's ``IsolatedJoblibLauncher`` (a subclass of the
+plugin's launcher, in the ``hydra_plugins.softloss_launchers`` namespace package, where Hydra
+finds launchers), whose ``launch`` is ``launch_isolated`` below: the plugin's own launch, with
+each job run in a child process of its worker (``execute_job_isolated``). A job that dies takes
+only itself; the worker records it ``killed`` (with the signal) in the job's ``status.json``,
+frees its directory and takes the next job.
 
 (submitit needs no change here: its ``checkpoint`` hook requeues the job with the same
 overrides, and a requeued job resumes by itself: ``ownership.claim_run_dir``.)
@@ -17,34 +17,43 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from softloss_cli.runs.ownership import LOCK_NAME, read_lock
 from softloss_cli.runs.status import mark_killed
 
 
-def install() -> None:
-    """Run the joblib launcher's jobs through ``execute_job_isolated`` (idempotent; nothing
-    without the joblib extra)."""
-    try:
-        from hydra_plugins.hydra_joblib_launcher import _core
-    except ImportError:
-        return
-    if not getattr(_core.execute_job, "_softloss", False):
-        ORIGINAL["execute_job"] = _core.execute_job
-        _core.execute_job = execute_job_isolated  # looked up by name in the plugin's launch()
+def launch_isolated(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+    """hydra-joblib-launcher's ``_core.launch`` (the same logging, loky backend and job
+    arguments), with every job run by ``execute_job_isolated`` instead of ``execute_job``."""
+    import logging
 
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed
 
-#: the plugin's own ``execute_job`` (in the launching process; a worker uses its own module's).
-ORIGINAL: dict[str, Any] = {}
-
-
-def _original_execute_job():
-    from hydra_plugins.hydra_joblib_launcher import _core
-
-    found = ORIGINAL.get("execute_job", _core.execute_job)
-    return found if not getattr(found, "_softloss", False) else ORIGINAL["execute_job"]
+    log = logging.getLogger("hydra_plugins.hydra_joblib_launcher._core")
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    joblib_cfg = launcher.joblib
+    joblib_cfg["backend"] = "loky"  # as the plugin: the threading backend is incompatible with Hydra
+    process_joblib_cfg(joblib_cfg)
+    log.info("Joblib.Parallel({}) is launching {} jobs".format(
+        ",".join(f"{k}={v}" for k, v in joblib_cfg.items()), len(job_overrides)))
+    log.info(f"Launching jobs, sweep output dir : {sweep_dir}")
+    for idx, overrides in enumerate(job_overrides):
+        log.info("\t#{} : {}".format(idx, " ".join(filter_overrides(overrides))))
+    singleton_state = Singleton.get_state()
+    runs = Parallel(**joblib_cfg)(
+        delayed(execute_job_isolated)(initial_job_idx + idx, overrides, launcher.hydra_context, launcher.config,
+                                      launcher.task_function, singleton_state)
+        for idx, overrides in enumerate(job_overrides))
+    assert all(isinstance(run, JobReturn) for run in runs)
+    return runs
 
 
 def execute_job_isolated(idx: int, overrides, hydra_context, config, task_function, singleton_state):
@@ -57,7 +66,9 @@ def execute_job_isolated(idx: int, overrides, hydra_context, config, task_functi
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     reader, writer = ctx.Pipe(duplex=False)
     args = (idx, overrides, hydra_context, config, task_function, singleton_state)
-    child = ctx.Process(target=_run_child, args=(writer, _original_execute_job(), args))
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    child = ctx.Process(target=_run_child, args=(writer, execute_job, args))
     child.start()
     writer.close()
     try:
@@ -81,9 +92,6 @@ def execute_job_isolated(idx: int, overrides, hydra_context, config, task_functi
                     working_dir=str(job_dir) if job_dir else None)
     ret.return_value = None
     return ret
-
-
-execute_job_isolated._softloss = True
 
 
 def _run_child(conn, execute_job, args) -> None:

@@ -144,9 +144,6 @@ class SweepSummary(Callback):
     failed jobs when a multirun ends."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from softloss_cli.runs.launchers import install
-
-        install()  # joblib: every job in its own process (after Hydra loaded its plugins)
         CURRENT_SWEEP.clear()
         CURRENT_SWEEP.update(dir=Path(config.hydra.sweep.dir), overrides=list(config.hydra.overrides.task),
                              planned=_planned(config))
