@@ -189,6 +189,177 @@ inline int64_t bad_label(const int64_t* y, int64_t r0, int64_t r1, int64_t bound
 
 inline int small_int(float g) { return (g == std::floor(g) && g >= 0.f && g <= 15.f) ? static_cast<int>(g) : -1; }
 
+// --- Short rows, transposed: kLanes rows at a time, one row per vector lane. -----------------
+// On short rows (C = 30) a per-row pass is a few vectors plus a horizontal reduction and a
+// dependency chain (the CDF's prefix sums), so the kernels above spend most of their time on
+// per-row latency. Transposed, t[k * kLanes + l] holds row l's entry k: every per-row reduction,
+// scan and max is a vertical operation across k, kLanes rows at once, with no remainders.
+constexpr int64_t kLanes = 16;
+constexpr int64_t kShortRow = 128;  // the transposed kernels run for C up to this
+
+#if defined(__AVX2__)
+// r[0..8) (8 rows of 8) transposed in place: 24 shuffles.
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]),
+               t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]),
+               t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]),
+               t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+               u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+               u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+               u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+#endif
+
+// Calls tile(k0, l0) for the 8 x 8 tiles of a whole block (n == kLanes, C >= 8) and returns
+// true; the last tile overlaps the one before where 8 does not divide C (it copies some
+// entries twice). False (nothing done) for partial blocks, narrow rows or no AVX2.
+template <typename Tile>
+inline bool for_each_tile([[maybe_unused]] int64_t C, [[maybe_unused]] int64_t n, [[maybe_unused]] Tile tile) {
+#if defined(__AVX2__)
+  if (n == kLanes && C >= 8) {
+    for (int64_t k = 0; k < C; k += 8)
+      for (int64_t l0 = 0; l0 < kLanes; l0 += 8) tile(k + 8 <= C ? k : C - 8, l0);
+    return true;
+  }
+#endif
+  return false;
+}
+
+// t[k * kLanes + l] = rows[l][k] for the block's n <= kLanes rows (each C long, anywhere:
+// rows of the logits, or of a weight table picked by label); other lanes get 0.
+inline void load_lanes(const float* const* rows, int64_t C, int64_t n, float* t) {
+#if defined(__AVX2__)
+  if (for_each_tile(C, n, [&](int64_t k0, int64_t l0) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows[l0 + i] + k0);
+        transpose8(r);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(t + (k0 + i) * kLanes + l0, r[i]);
+      }))
+    return;
+#endif
+  if (n < kLanes) std::fill(t, t + C * kLanes, 0.f);
+  for (int64_t l = 0; l < n; ++l)
+    for (int64_t k = 0; k < C; ++k) t[k * kLanes + l] = rows[l][k];
+}
+
+// The block's n rows of row-major src (C apart), as load_lanes.
+inline void load_lanes(const float* src, int64_t C, int64_t n, float* t) {
+  const float* rows[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) rows[l] = src + (l < n ? l : 0) * C;
+  load_lanes(rows, C, n, t);
+}
+
+// dst[l * C + k] = t[k * kLanes + l] for the block's n rows.
+inline void store_lanes(const float* t, int64_t C, int64_t n, float* dst) {
+#if defined(__AVX2__)
+  if (for_each_tile(C, n, [&](int64_t k0, int64_t l0) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(t + (k0 + i) * kLanes + l0);
+        transpose8(r);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (l0 + i) * C + k0, r[i]);
+      }))
+    return;
+#endif
+  for (int64_t l = 0; l < n; ++l)
+    for (int64_t k = 0; k < C; ++k) dst[l * C + k] = t[k * kLanes + l];
+}
+
+// The block's labels as 32-bit lanes (0 past n).
+inline void load_label_lanes(const int64_t* y, int64_t n, int32_t* yl) {
+  for (int64_t l = 0; l < kLanes; ++l) yl[l] = l < n ? static_cast<int32_t>(y[l]) : 0;
+}
+
+// e = exp(t - m) with m the per-lane max over k (written to m), and (where s is not null) s the
+// per-lane sum of e.
+inline void lanes_shifted_exp(const float* t, int64_t C, float* m, float* e, float* s) {
+  for (int64_t l = 0; l < kLanes; ++l) m[l] = -INFINITY;
+  for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) m[l] = t[k * kLanes + l] > m[l] ? t[k * kLanes + l] : m[l];
+  }
+  for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) e[k * kLanes + l] = t[k * kLanes + l] - m[l];
+  }
+  flat_exp(e, C * kLanes);
+  if (!s) return;
+  for (int64_t l = 0; l < kLanes; ++l) s[l] = 0.f;
+  for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) s[l] += e[k * kLanes + l];
+  }
+}
+
+}  // namespace
+
+namespace {
+// cdf_rows for C <= kShortRow, transposed (see load_lanes).
+int64_t cdf_rows_short(const float* z, const int64_t* y, const float* gaps, int64_t C, int64_t r0, int64_t r1,
+                       float* values, float* grad) {
+  std::vector<float> buf(4 * C * kLanes + C);
+  float *t = buf.data(), *p = t + C * kLanes, *w = p + C * kLanes, *g = w + C * kLanes, *gp = g + C * kLanes;
+  for (int64_t k = 0; k < C; ++k) gp[k] = k == C - 1 ? 0.f : (gaps ? gaps[k] : 1.f);  // no threshold at C - 1
+  alignas(64) float m[kLanes], s[kLanes], rest[kLanes], run[kLanes], val[kLanes], pg[kLanes];
+  alignas(64) int32_t yl[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    load_lanes(z + b0 * C, C, n, t);
+    load_label_lanes(y + b0, n, yl);
+    lanes_shifted_exp(t, C, m, p, s);
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      s[l] = 1.f / s[l];
+      rest[l] = 0.f;
+      run[l] = 0.f;
+      val[l] = 0.f;
+      pg[l] = 0.f;
+    }
+    for (int64_t k = 0; k < C; ++k) {  // p, and rest = sum_{j != y} p_j (the exact 1 - p_y)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float pk = p[k * kLanes + l] * s[l];
+        p[k * kLanes + l] = pk;
+        rest[l] += k == yl[l] ? 0.f : pk;
+      }
+    }
+    for (int64_t k = 0; k < C; ++k) {  // e_k = F_k - 1[k >= y] as a running sum; w_k = gap_k e_k
+      const float gk = gp[k];
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        run[l] += k == yl[l] ? -rest[l] : p[k * kLanes + l];
+        const float wk = gk * run[l];
+        val[l] += wk * run[l];
+        w[k * kLanes + l] = wk;
+      }
+    }
+    for (int64_t l = 0; l < n; ++l) values[b0 + l] = val[l];
+    if (!grad) continue;
+    for (int64_t l = 0; l < kLanes; ++l) run[l] = 0.f;
+    for (int64_t k = 0; k < C; ++k) {  // g_k = sum_{i<k} w_i; pg = sum_k p_k g_k
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        g[k * kLanes + l] = run[l];
+        pg[l] += p[k * kLanes + l] * run[l];
+        run[l] += w[k * kLanes + l];
+      }
+    }
+    for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) g[k * kLanes + l] = p[k * kLanes + l] * (g[k * kLanes + l] - pg[l]);
+    }
+    store_lanes(g, C, n, grad + b0 * C);
+  }
+  return 0;
+}
 }  // namespace
 
 extern "C" {
@@ -197,6 +368,7 @@ extern "C" {
 int64_t cdf_rows(const float* z, const int64_t* y, const float* gaps, int64_t C, int64_t r0, int64_t r1,
                  float* values, float* grad) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
+  if (C <= kShortRow) return cdf_rows_short(z, y, gaps, C, r0, r1, values, grad);
   // Rows at a stride padded to whole vectors (p = 0 past C): no loop has a scalar remainder.
   const int64_t Cp = padded(C), R = chunk_rows(Cp);
   std::vector<float> buf(R * Cp + 3 * Cp, 0.f), m(R);
