@@ -418,10 +418,193 @@ int64_t cdf_rows(const float* z, const int64_t* y, const float* gaps, int64_t C,
   return 0;
 }
 
+}  // extern "C"
+
+namespace {
+// The block's lanes: for each lane, the first k where t[k] equals m (the first argmax).
+inline void lanes_first_argmax(const float* t, const float* m, int64_t C, int32_t* top) {
+  for (int64_t l = 0; l < kLanes; ++l) top[l] = 0;
+  for (int64_t k = C - 1; k >= 0; --k) {
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) top[l] = t[k * kLanes + l] == m[l] ? static_cast<int32_t>(k) : top[l];
+  }
+}
+
+// cdw_rows for C <= kShortRow, transposed. A row where 1 - p_top underflows (rare) is redone
+// with the row kernel's scalar leave-one-out formulas after the vector passes.
+int64_t cdw_rows_short(const float* z, const int64_t* y, const float* table, int per_class, int64_t C, int64_t r0,
+                       int64_t r1, float* values, float* grad) {
+  std::vector<float> buf(4 * C * kLanes);
+  float *t = buf.data(), *e = t + C * kLanes, *lg = e + C * kLanes, *w = lg + C * kLanes;
+  alignas(64) float m[kLanes], inv[kLanes], rest[kLanes], l1t[kLanes], val[kLanes], area[kLanes], wt[kLanes],
+      coef[kLanes];
+  alignas(64) int32_t top[kLanes];
+  const float* wrows[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    load_lanes(z + b0 * C, C, n, t);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const int64_t r = b0 + (l < n ? l : 0);
+      wrows[l] = per_class ? table + y[r] * C : table + r * C;
+    }
+    load_lanes(wrows, C, n, w);
+    lanes_shifted_exp(t, C, m, e, nullptr);
+    lanes_first_argmax(t, m, C, top);
+    for (int64_t l = 0; l < kLanes; ++l) rest[l] = 0.f;
+    for (int64_t k = 0; k < C; ++k) {  // rest = sum_{k != top} e_k: 1 - p_top = rest / (1 + rest) without rounding
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float ek = e[k * kLanes + l];
+        rest[l] += k == top[l] ? 0.f : ek;
+      }
+    }
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      inv[l] = 1.f / (1.f + rest[l]);
+      l1t[l] = logf(rest[l] * inv[l]);  // log(1 - p_top); -inf where it underflows (redone below)
+      val[l] = 0.f;
+      area[l] = 0.f;
+    }
+    for (int64_t k = 0; k < C; ++k) {  // -p_k, every p_k <= 1/2 off the top
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float pk = e[k * kLanes + l] * inv[l];
+        lg[k * kLanes + l] = k == top[l] ? 0.f : -pk;
+      }
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < C * kLanes; ++j) lg[j] = log1pf(lg[j]);
+    for (int64_t l = 0; l < kLanes; ++l) wt[l] = w[top[l] * kLanes + l];
+    for (int64_t k = 0; k < C; ++k) {  // lg: log1p(-p_k), then w_k p_k / (1 - p_k)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t j = k * kLanes + l;
+        const float ej = e[j], pk = k == top[l] ? 0.f : ej * inv[l];
+        const float wr = w[j] * pk / (1.f - pk);
+        val[l] += w[j] * lg[j];
+        area[l] += wr;
+        lg[j] = wr;
+      }
+    }
+    for (int64_t l = 0; l < n; ++l) values[b0 + l] = -val[l] - wt[l] * l1t[l];
+    if (grad) {
+      // w_k r_k - p_k A - w_t p_t p_k / (1 - p_t), with p_k / (1 - p_t) = e_k / rest; at the top p_t (w_t - A)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) coef[l] = inv[l] * area[l] + wt[l] * inv[l] / rest[l];
+      for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const int64_t j = k * kLanes + l;
+          const float off_top = lg[j] - e[j] * coef[l];
+          t[j] = k == top[l] ? inv[l] * (wt[l] - area[l]) : off_top;
+        }
+      }
+      store_lanes(t, C, n, grad + b0 * C);
+    }
+    for (int64_t l = 0; l < n; ++l) {
+      if (!(rest[l] * inv[l] < kLooUnderflow)) continue;
+      // 1 - p_top underflowed: log(1 - p_top) and p_k / (1 - p_top) from the leave-one-out sum
+      const int64_t r = b0 + l, tl = top[l];
+      const float* zr = z + r * C;
+      const ShiftedSum loo = sum_without(zr, C, tl);
+      values[r] = -val[l] - wt[l] * (((loo.m - m[l]) + std::log(loo.s)) - std::log(1.f + rest[l]));
+      if (!grad) continue;
+      float* gr = grad + r * C;
+      const float rinv = 1.f / loo.s;
+      for (int64_t k = 0; k < C; ++k) {
+        const int64_t j = k * kLanes + l;
+        if (k != tl) gr[k] = lg[j] - e[j] * inv[l] * area[l] - wt[l] * inv[l] * std::exp(zr[k] - loo.m) * rinv;
+      }
+    }
+  }
+  return 0;
+}
+
+// nl_rows for C <= kShortRow, transposed; rows where rest = sum_{k != l} e_k underflows are
+// redone with the row kernel's leave-one-out formulas.
+int64_t nl_rows_short(const float* z, const int64_t* label, const uint8_t* positive, float neg_weight, int64_t C,
+                      int64_t r0, int64_t r1, float* total, float* ce_out, float* neg_out, float* grad) {
+  std::vector<float> buf(2 * C * kLanes);
+  float *t = buf.data(), *e = t + C * kLanes;
+  alignas(64) float m[kLanes], s[kLanes], rest[kLanes], zl[kLanes], el[kLanes], pos[kLanes], gl[kLanes],
+      coef[kLanes];
+  alignas(64) int32_t yl[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    load_lanes(z + b0 * C, C, n, t);
+    load_label_lanes(label + b0, n, yl);
+    lanes_shifted_exp(t, C, m, e, s);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      rest[l] = zl[l] = el[l] = 0.f;
+      pos[l] = l < n && positive[b0 + l] ? 1.f : 0.f;
+    }
+    for (int64_t k = 0; k < C; ++k) {
+      const int32_t k32 = static_cast<int32_t>(k);
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        // (loads outside the conditionals: gcc if-converts, and vectorises, only unconditional loads)
+        const float ej = e[k * kLanes + l], tj = t[k * kLanes + l];
+        const bool at = k32 == yl[l];
+        rest[l] += at ? 0.f : ej;
+        zl[l] = at ? tj : zl[l];
+        el[l] = at ? ej : el[l];
+      }
+    }
+    alignas(64) float ce[kLanes], neg[kLanes];
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const float log_s = logf(s[l]);
+      ce[l] = (m[l] - zl[l]) + log_s;
+      neg[l] = log_s - logf(rest[l]);
+    }
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t r = b0 + l;
+      if (rest[l] < kLooUnderflow * s[l]) {  // rare: leave-one-out in the log domain
+        const ShiftedSum loo = sum_without(z + r * C, C, yl[l]);
+        neg[l] = ((m[l] - loo.m) + std::log(s[l])) - std::log(loo.s);
+      }
+      ce_out[r] = ce[l];
+      neg_out[r] = neg[l];
+      total[r] = pos[l] != 0.f ? ce[l] : neg_weight * neg[l];
+    }
+    if (!grad) continue;
+    // positive: p_k, p_l - 1 at l; negative: -w p_l e_k / rest off l, w p_l at l
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const float inv = 1.f / s[l], p_l = el[l] * inv;
+      coef[l] = pos[l] != 0.f ? inv : -neg_weight * p_l / rest[l];
+      gl[l] = pos[l] != 0.f ? p_l - 1.f : neg_weight * p_l;
+    }
+    for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float off_label = e[k * kLanes + l] * coef[l];
+        t[k * kLanes + l] = k == yl[l] ? gl[l] : off_label;
+      }
+    }
+    store_lanes(t, C, n, grad + b0 * C);
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t r = b0 + l;
+      if (pos[l] != 0.f || !(rest[l] < kLooUnderflow * s[l])) continue;
+      const float* zr = z + r * C;
+      const ShiftedSum loo = sum_without(zr, C, yl[l]);
+      const float c = -neg_weight * el[l] / s[l], rinv = 1.f / loo.s;
+      float* gr = grad + r * C;
+      for (int64_t k = 0; k < C; ++k)
+        if (k != yl[l]) gr[k] = c * std::exp(zr[k] - loo.m) * rinv;
+    }
+  }
+  return 0;
+}
+}  // namespace
+
+extern "C" {
+
 // ordinal.cdw_rows: -sum_i w_i log(1 - p_i), w = table[y] (per_class) or the row's weights.
 int64_t cdw_rows(const float* z, const int64_t* y, const float* table, int per_class, int64_t C, int64_t r0,
                  int64_t r1, float* values, float* grad) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
+  if (C <= kShortRow) return cdw_rows_short(z, y, table, per_class, C, r0, r1, values, grad);
   // Rows of the chunk at a stride padded to whole vectors (zeros past C): no loop has a scalar
   // remainder, which on short rows (C = 30) costs as much as the vector body.
   const int64_t Cp = padded(C), R = chunk_rows(Cp);
@@ -501,6 +684,7 @@ int64_t cdw_rows(const float* z, const int64_t* y, const float* table, int per_c
 int64_t nl_rows(const float* z, const int64_t* label, const uint8_t* positive, float neg_weight, int64_t C, int64_t r0,
              int64_t r1, float* total, float* ce_out, float* neg_out, float* grad) {
   if (const int64_t bad = bad_label(label, r0, r1, C)) return bad;
+  if (C <= kShortRow) return nl_rows_short(z, label, positive, neg_weight, C, r0, r1, total, ce_out, neg_out, grad);
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
