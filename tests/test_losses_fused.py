@@ -237,7 +237,7 @@ def _rows_case(kind, b, c, seed):
 
 
 def _kernel_cases():
-    from softloss_cli.losses import average_k, multilabel, negative, ordinal
+    from softloss_cli.losses import average_k, multilabel, negative, ordinal, ordinal_heads
 
     gaps = torch.tensor([0.5, 1.0, 3.0, 0.25, 2.0, 1.5, 1.0, 4.0, 0.1, 2.0, 1.0, 1.0, 0.5])
     cases = []
@@ -253,6 +253,13 @@ def _kernel_cases():
              lambda z, y, m: (z, y, ordinal.ClassDistanceWeightedCELoss().weight_rows(y, z.shape[1], "cpu"), False)),
             (f"nl C={c}", negative.nl_rows, lambda z, y, m: (z, y, torch.arange(z.shape[0]) % 3 == 0, 0.7)),
             (f"two_head C={c}", average_k.two_head_ce_rows, lambda z, y, m: (z, y)),
+            # CORAL (weighted) and CORN on K = C - 1 tasks; labels 0..K
+            (f"coral C={c}", ordinal_heads.binary_rows,
+             lambda z, y, m: (z[:, 1:].contiguous(), y, *ordinal_heads._task_tables(z.shape[1] - 1, "cpu", z.dtype, False),
+                              torch.linspace(0.5, 2.0, z.shape[1] - 1))),
+            (f"corn C={c}", ordinal_heads.binary_rows,
+             lambda z, y, m: (z[:, 1:].contiguous(), y, *ordinal_heads._task_tables(z.shape[1] - 1, "cpu", z.dtype, True),
+                              None)),
             (f"bce C={c}", multilabel.bce_rows, lambda z, y, m: (z, m)),
             (f"bce_one_hot C={c}", average_k.bce_one_hot_rows, lambda z, y, m: (z, y, 0.3, 0.5)),
         ]

@@ -732,10 +732,99 @@ int64_t nl_rows(const float* z, const int64_t* label, const uint8_t* positive, f
   return 0;
 }
 
+}  // extern "C"
+
+namespace {
+// two_head_ce_rows for C <= kShortRow, transposed.
+int64_t two_head_ce_rows_short(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* ce_out,
+                               float* grad, float* others) {
+  std::vector<float> buf(2 * C * kLanes);
+  float *t = buf.data(), *e = t + C * kLanes;
+  alignas(64) float m[kLanes], s[kLanes], zy[kLanes], ce[kLanes];
+  alignas(64) int32_t yl[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    load_lanes(z + b0 * C, C, n, t);
+    load_label_lanes(y + b0, n, yl);
+    lanes_shifted_exp(t, C, m, e, s);
+    for (int64_t l = 0; l < kLanes; ++l) zy[l] = 0.f;
+    for (int64_t k = 0; k < C; ++k) {
+      const int32_t k32 = static_cast<int32_t>(k);
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float tk = t[k * kLanes + l];
+        zy[l] = k32 == yl[l] ? tk : zy[l];
+      }
+    }
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      ce[l] = (m[l] - zy[l]) + logf(s[l]);
+      s[l] = 1.f / s[l];
+    }
+    for (int64_t l = 0; l < n; ++l) ce_out[b0 + l] = ce[l];
+    for (int64_t k = 0; k < C; ++k) {  // e: p; t: the gradient p - onehot(y)
+      const int32_t k32 = static_cast<int32_t>(k);
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float pk = e[k * kLanes + l] * s[l];
+        const bool at = k32 == yl[l];
+        t[k * kLanes + l] = at ? pk - 1.f : pk;
+        e[k * kLanes + l] = at ? -1.f : pk;
+      }
+    }
+    store_lanes(e, C, n, others + b0 * C);
+    if (grad) store_lanes(t, C, n, grad + b0 * C);
+  }
+  return 0;
+}
+
+// binary_rows for K <= kShortRow, transposed; kConditional: CORN (a template constant: a runtime
+// flag in the loop made gcc accumulate with masked stores, which stall).
+template <bool kConditional>
+void binary_rows_short(const float* x, const int64_t* y, const float* weights, int64_t K, int64_t r0, int64_t r1,
+                       float* values, float* grad) {
+  std::vector<float> buf(4 * K * kLanes);
+  float *t = buf.data(), *sp = t + K * kLanes, *s = sp + K * kLanes, *sn = s + K * kLanes;
+  alignas(64) float val[kLanes];
+  alignas(64) int32_t yl[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    load_lanes(x + b0 * K, K, n, t);
+    load_label_lanes(y + b0, n, yl);
+    softplus_sigmoid(t, K * kLanes, sp, s, sn);
+    for (int64_t l = 0; l < kLanes; ++l) val[l] = 0.f;
+    // task k < y: softplus(-x) = lp + max(-x, 0), gradient -sigmoid(-x); k >= y: softplus(x), sigmoid(x)
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t k32 = static_cast<int32_t>(k);
+      const float wk = weights ? weights[k] : 1.f;
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t j = k * kLanes + l;
+        const float xj = t[j], spj = sp[j], sj = s[j], snj = sn[j];
+        const bool above = k32 < yl[l];
+        const float w = (kConditional && k32 > yl[l]) ? 0.f : wk;
+        const float sx = above ? -xj : xj;
+        sp[j] = w * (spj + pos(sx));  // (summed below: accumulating here, gcc made masked stores, which stall)
+        t[j] = above ? -w * snj : w * sj;
+      }
+    }
+    for (int64_t k = 0; k < K; ++k) {
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) val[l] += sp[k * kLanes + l];
+    }
+    for (int64_t l = 0; l < n; ++l) values[b0 + l] = val[l];
+    if (grad) store_lanes(t, K, n, grad + b0 * K);
+  }
+}
+}  // namespace
+
+extern "C" {
+
 // average_k.two_head_ce_rows: CE, its gradient p - onehot(y), and `others` = p with -1 at y.
 int64_t two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* ce_out,
                       float* grad, float* others) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
+  if (C <= kShortRow) return two_head_ce_rows_short(z, y, C, r0, r1, ce_out, grad, others);
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -1031,6 +1120,10 @@ int64_t asl_rows(const float* z, const float* t, float gamma_neg, float gamma_po
 int64_t binary_rows(const float* x, const int64_t* y, const float* weights, int conditional, int64_t K, int64_t r0,
                  int64_t r1, float* values, float* grad) {
   if (const int64_t bad = bad_label(y, r0, r1, K + 1)) return bad;
+  if (K <= kShortRow) {
+    (conditional ? binary_rows_short<true> : binary_rows_short<false>)(x, y, weights, K, r0, r1, values, grad);
+    return 0;
+  }
   std::vector<float> ones(weights ? 0 : K, 1.f);
   if (!weights) weights = ones.data();
   Scratch buf(K, 3);
