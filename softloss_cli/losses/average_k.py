@@ -127,8 +127,9 @@ def batch_pseudo_labels(others: torch.Tensor, target: torch.Tensor, count: int) 
 
 @fused.kernel_of(batch_pseudo_labels)
 def batch_pseudo_labels_kernel(others: torch.Tensor, target: torch.Tensor, count: int):
-    """``batch_pseudo_labels`` as one CPU kernel (``cpu_kernels.cpp``): a sampled bound, the
-    candidates above it, ``nth_element`` among them, and the labels written in one pass."""
+    """``batch_pseudo_labels`` as one CPU kernel (``cpu_kernels.cpp``): a radix select on the
+    floats' order keys (an 11-bit histogram of every entry, then the few entries of the
+    boundary's bin refined), and the pseudo-labels written in one pass."""
     others = others.float().contiguous()
     b, c = others.shape
     target = kernels.index(target)

@@ -1163,38 +1163,59 @@ extern "C" {
 // average_k.batch_pseudo_labels: pseudo [B, C] = 1 at the `count` largest entries of `others`
 // (each row's label holds -1, so it is never among them; ties at the boundary taken in index
 // order, as the eager path's topk of candidates does) and at each row's label y, else 0;
-// `boundary` gets the smallest chosen value. Linear time: a strided sample bounds the count-th
-// largest from below, the entries above that bound are the candidates, and nth_element among
-// them gives the boundary (the whole array when the sample's bound lets too few through).
+// `boundary` gets the smallest chosen value. Linear time, a radix select on the floats' order
+// keys: an 11-bit histogram of all entries finds the bin holding the count-th largest; the
+// entries of that bin (few) are refined on the next 11 bits, then the last 10.
 int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count,
                             float* pseudo, float* boundary) {
   if (const int64_t bad = bad_label(y, 0, B, C)) return bad;
   const int64_t n = B * C;
-  std::vector<float> cand;
-  const int64_t stride = std::max<int64_t>(1, n / 16384);
-  std::vector<float> sample;
-  for (int64_t j = 0; j < n; j += stride) sample.push_back(others[j]);
-  const int64_t s = static_cast<int64_t>(sample.size());
-  const int64_t r = std::min<int64_t>(s, static_cast<int64_t>(1.25 * count * s / n) + 64);
-  std::nth_element(sample.begin(), sample.begin() + (r - 1), sample.end(), std::greater<float>());
-  float bound = sample[r - 1];
-  for (int64_t j = 0; j < n; ++j)
-    if (others[j] >= bound) cand.push_back(others[j]);
-  if (static_cast<int64_t>(cand.size()) < count) cand.assign(others, others + n);  // the sample misled: all
-  std::nth_element(cand.begin(), cand.begin() + (count - 1), cand.end(), std::greater<float>());
-  const float b = cand[count - 1];
-  int64_t above = 0;
-  for (const float v : cand) above += v > b;
-  int64_t ties = count - above;  // entries equal to b to take, first come first served
+  // Unsigned keys in the floats' order (negatives flipped whole, positives with the sign bit set).
+  auto key_of = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  };
+  // The bin of h[0..bins) holding the need-th largest entry, counted from the top; need becomes
+  // the rank within that bin.
+  auto find_bin = [](const std::vector<int64_t>& h, int64_t& need) {
+    int64_t bin = static_cast<int64_t>(h.size()) - 1;
+    while (bin > 0 && h[bin] < need) need -= h[bin--];
+    return static_cast<uint32_t>(bin);
+  };
+  std::vector<uint32_t> keys(n);
+  std::vector<int64_t> hist(2048, 0);
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) pseudo[j] = others[j] > b ? 1.f : 0.f;
-  for (int64_t j = 0; j < n && ties > 0; ++j)
-    if (others[j] == b) {
+  for (int64_t j = 0; j < n; ++j) keys[j] = key_of(others[j]);
+  for (int64_t j = 0; j < n; ++j) ++hist[keys[j] >> 21];
+  int64_t need = count;
+  const uint32_t b1 = find_bin(hist, need);
+  std::vector<int64_t> members;  // the indices in bin b1, in index order
+  for (int64_t j = 0; j < n; ++j)
+    if ((keys[j] >> 21) == b1) members.push_back(j);
+  std::fill(hist.begin(), hist.end(), 0);
+  for (const int64_t j : members) ++hist[(keys[j] >> 10) & 0x7FFu];
+  const uint32_t b2 = find_bin(hist, need);
+  std::vector<int64_t> inner;
+  for (const int64_t j : members)
+    if (((keys[j] >> 10) & 0x7FFu) == b2) inner.push_back(j);
+  hist.assign(1024, 0);
+  for (const int64_t j : inner) ++hist[keys[j] & 0x3FFu];
+  const uint32_t b3 = find_bin(hist, need);
+  const uint32_t kb = (b1 << 21) | (b2 << 10) | b3;  // the count-th largest; `need` of its ties are taken
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) pseudo[j] = keys[j] > kb ? 1.f : 0.f;
+  for (const int64_t j : inner)  // in index order: the first ties
+    if (keys[j] == kb && need > 0) {
       pseudo[j] = 1.f;
-      --ties;
+      --need;
     }
   for (int64_t i = 0; i < B; ++i) pseudo[i * C + y[i]] = 1.f;
-  *boundary = b;
+  for (const int64_t j : inner)
+    if (keys[j] == kb) {
+      *boundary = others[j];
+      break;
+    }
   return 0;
 }
 
