@@ -236,8 +236,16 @@ def _rows_case(kind, b, c, seed):
     return z, labels, multi
 
 
+def _kappa_tables(c):
+    """(W, W transposed) of the quadratic kappa weights for c classes."""
+    from softloss_cli.losses import kappa
+
+    w = kappa.kappa_weights(c)
+    return w, w.t().contiguous()
+
+
 def _kernel_cases():
-    from softloss_cli.losses import average_k, multilabel, negative, ordinal, ordinal_heads
+    from softloss_cli.losses import average_k, kappa, multilabel, negative, ordinal, ordinal_heads
 
     gaps = torch.tensor([0.5, 1.0, 3.0, 0.25, 2.0, 1.5, 1.0, 4.0, 0.1, 2.0, 1.0, 1.0, 0.5])
     cases = []
@@ -262,6 +270,14 @@ def _kernel_cases():
                               None)),
             (f"bce C={c}", multilabel.bce_rows, lambda z, y, m: (z, m)),
             (f"bce_one_hot C={c}", average_k.bce_one_hot_rows, lambda z, y, m: (z, y, 0.3, 0.5)),
+        ]
+        cases += [
+            (f"mce C={c}", kappa.mce_rows, lambda z, y, m: (z, y, None)),
+            (f"mce weighted C={c}", kappa.mce_rows, lambda z, y, m: (z, y, torch.linspace(0.5, 2.0, z.shape[1]))),
+            (f"wk C={c}", kappa.kappa_batch,
+             lambda z, y, m: (z, y, *_kappa_tables(z.shape[1]), None, None, 1e-10, False)),
+            (f"log wk + mce C={c}", kappa.kappa_batch,
+             lambda z, y, m: (z, y, *_kappa_tables(z.shape[1]), torch.linspace(0.5, 2.0, z.shape[1]), 0.5, 1e-3, True)),
         ]
         for gamma in (0.0, 1.0, 2.0, 1.5):
             cases.append((f"focal g={gamma} C={c}", multilabel.focal_rows, lambda z, y, m, g=gamma: (z, m, g, 0.25, 0.75)))

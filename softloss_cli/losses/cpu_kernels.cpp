@@ -883,6 +883,63 @@ int64_t kl_rows(const float* z, const int64_t* target, const float* q, const flo
   return 0;
 }
 
+}  // extern "C"
+
+namespace {
+// kappa_stats for C <= kShortRow, transposed: the same outputs (see kappa_stats).
+int64_t kappa_stats_short(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w,
+                          int64_t C, int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce, float* pe) {
+  std::vector<float> buf(3 * C * kLanes);
+  float *t = buf.data(), *e = t + C * kLanes, *w = e + C * kLanes;
+  alignas(64) float mx[kLanes], inv[kLanes], o[kLanes], a[kLanes], sq[kLanes], qq[kLanes];
+  alignas(64) int32_t yl[kLanes];
+  const float* wrows[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    load_lanes(z + b0 * C, C, n, t);
+    load_label_lanes(y + b0, n, yl);
+    if (WT) {
+      for (int64_t l = 0; l < kLanes; ++l) wrows[l] = WT + yl[l < n ? l : 0] * C;
+      load_lanes(wrows, C, n, w);
+    } else {
+      std::fill(w, w + C * kLanes, 0.f);
+    }
+    lanes_shifted_exp(t, C, mx, e, inv);
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      inv[l] = 1.f / inv[l];
+      o[l] = a[l] = sq[l] = qq[l] = 0.f;
+    }
+    for (int64_t k = 0; k < C; ++k) {
+      const int32_t k32 = static_cast<int32_t>(k);
+      const float mk = WT ? m[k] : 0.f, cw = class_w ? class_w[k] : 1.f;
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t j = k * kLanes + l;
+        const float pk = e[j] * inv[l], wk = w[j];
+        e[j] = pk;
+        o[l] += pk * wk;
+        a[l] += pk * mk;
+        const float err = k32 == yl[l] ? pk - 1.f : pk;
+        sq[l] += cw * err * err;
+        qq[l] += pk * cw * err;
+      }
+    }
+    store_lanes(e, C, n, p + b0 * C);
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t r = b0 + l;
+      if (obs) obs[r] = o[l];
+      if (pm) pm[r] = a[l];
+      if (mce) mce[r] = sq[l] / static_cast<float>(C);
+      if (pe) pe[r] = qq[l];
+    }
+  }
+  return 0;
+}
+}  // namespace
+
+extern "C" {
+
 // The batch kappa losses (and MCE), first pass: p = softmax(z) into `p`, and per row
 // obs_b = sum_i p_bi W[i, y_b] (WT: W transposed, row y_b) and pm_b = p_b . m (where `WT` is not
 // null), and (where `mce` is not null) the per-class squared error
@@ -891,6 +948,7 @@ int64_t kl_rows(const float* z, const int64_t* target, const float* q, const flo
 int64_t kappa_stats(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w, int64_t C,
                     int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce, float* pe) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
+  if (C <= kShortRow) return kappa_stats_short(z, y, WT, m, class_w, C, r0, r1, p, obs, pm, mce, pe);
   // Null inputs become rows of ones / zeros: no pointer test inside the vectorised loop.
   std::vector<float> ones(class_w ? 0 : C, 1.f), zeros(WT ? 0 : C, 0.f), mx(chunk_rows(C));
   if (!class_w) class_w = ones.data();
