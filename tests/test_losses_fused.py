@@ -250,7 +250,7 @@ def _kernel_cases():
     gaps = torch.tensor([0.5, 1.0, 3.0, 0.25, 2.0, 1.5, 1.0, 4.0, 0.1, 2.0, 1.0, 1.0, 0.5])
     cases = []
     # C < 8: no whole 8 x 8 tile; 9, 14, 33: the transposed short-row kernels, last tile
-    # overlapping; 150: past kernels.kShortRow, the row-by-row kernels.
+    # overlapping; 150: past kShortRow and kShortSoftmaxRow (cpu_kernels.cpp), the row-by-row kernels.
     for c in (2, 9, 14, 33, 150):
         cases += [
             (f"cdf unit C={c}", ordinal.cdf_rows, lambda z, y, m: (z, y, None)),

@@ -195,7 +195,11 @@ inline int small_int(float g) { return (g == std::floor(g) && g >= 0.f && g <= 1
 // per-row latency. Transposed, t[k * kLanes + l] holds row l's entry k: every per-row reduction,
 // scan and max is a vertical operation across k, kLanes rows at once, with no remainders.
 constexpr int64_t kLanes = 16;
-constexpr int64_t kShortRow = 128;  // the transposed kernels run for C up to this
+// The transposed kernels run for C up to kShortRow; those whose row kernel is one softmax pass
+// and a few sums (nl, the two-head CE, the kappa statistics) only up to kShortSoftmaxRow: past
+// it the row kernel is as fast or faster (B = 4096: equal at C = 48, 1.1-1.5x faster at 64).
+constexpr int64_t kShortRow = 128;
+constexpr int64_t kShortSoftmaxRow = 40;
 
 #if defined(__AVX2__)
 // r[0..8) (8 rows of 8) transposed in place: 24 shuffles.
@@ -520,7 +524,7 @@ int64_t cdw_rows_short(const float* z, const int64_t* y, const float* table, int
   return 0;
 }
 
-// nl_rows for C <= kShortRow, transposed; rows where rest = sum_{k != l} e_k underflows are
+// nl_rows for C <= kShortSoftmaxRow, transposed; rows where rest = sum_{k != l} e_k underflows are
 // redone with the row kernel's leave-one-out formulas.
 int64_t nl_rows_short(const float* z, const int64_t* label, const uint8_t* positive, float neg_weight, int64_t C,
                       int64_t r0, int64_t r1, float* total, float* ce_out, float* neg_out, float* grad) {
@@ -684,7 +688,7 @@ int64_t cdw_rows(const float* z, const int64_t* y, const float* table, int per_c
 int64_t nl_rows(const float* z, const int64_t* label, const uint8_t* positive, float neg_weight, int64_t C, int64_t r0,
              int64_t r1, float* total, float* ce_out, float* neg_out, float* grad) {
   if (const int64_t bad = bad_label(label, r0, r1, C)) return bad;
-  if (C <= kShortRow) return nl_rows_short(z, label, positive, neg_weight, C, r0, r1, total, ce_out, neg_out, grad);
+  if (C <= kShortSoftmaxRow) return nl_rows_short(z, label, positive, neg_weight, C, r0, r1, total, ce_out, neg_out, grad);
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -735,7 +739,7 @@ int64_t nl_rows(const float* z, const int64_t* label, const uint8_t* positive, f
 }  // extern "C"
 
 namespace {
-// two_head_ce_rows for C <= kShortRow, transposed.
+// two_head_ce_rows for C <= kShortSoftmaxRow, transposed.
 int64_t two_head_ce_rows_short(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* ce_out,
                                float* grad, float* others) {
   std::vector<float> buf(2 * C * kLanes);
@@ -824,7 +828,7 @@ extern "C" {
 int64_t two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* ce_out,
                       float* grad, float* others) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
-  if (C <= kShortRow) return two_head_ce_rows_short(z, y, C, r0, r1, ce_out, grad, others);
+  if (C <= kShortSoftmaxRow) return two_head_ce_rows_short(z, y, C, r0, r1, ce_out, grad, others);
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -886,7 +890,7 @@ int64_t kl_rows(const float* z, const int64_t* target, const float* q, const flo
 }  // extern "C"
 
 namespace {
-// kappa_stats for C <= kShortRow, transposed: the same outputs (see kappa_stats).
+// kappa_stats for C <= kShortSoftmaxRow, transposed: the same outputs (see kappa_stats).
 int64_t kappa_stats_short(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w,
                           int64_t C, int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce, float* pe) {
   std::vector<float> buf(3 * C * kLanes);
@@ -948,7 +952,7 @@ extern "C" {
 int64_t kappa_stats(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w, int64_t C,
                     int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce, float* pe) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
-  if (C <= kShortRow) return kappa_stats_short(z, y, WT, m, class_w, C, r0, r1, p, obs, pm, mce, pe);
+  if (C <= kShortSoftmaxRow) return kappa_stats_short(z, y, WT, m, class_w, C, r0, r1, p, obs, pm, mce, pe);
   // Null inputs become rows of ones / zeros: no pointer test inside the vectorised loop.
   std::vector<float> ones(class_w ? 0 : C, 1.f), zeros(WT ? 0 : C, 0.f), mx(chunk_rows(C));
   if (!class_w) class_w = ones.data();
