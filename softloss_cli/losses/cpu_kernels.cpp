@@ -10,8 +10,9 @@
 // one flat `omp simd` loop over the whole chunk, so the compiler calls glibc's vector variants
 // (libmvec, 8 lanes, <= 4 ulp) with no per-row scalar remainder, which on short rows (C = 30)
 // would cost more than the vector body. The per-row passes (max, sums, the CDF's prefix sums,
-// the gradient) have no library calls. Only the two prefix sums of the CDF kernel are
-// sequential, done 8 lanes at a time with AVX2.
+// the gradient) have no library calls. Short rows (C <= kShortRow) go through transposed
+// versions of the kernels: 16 rows at a time, one row per vector lane (load_lanes), so those
+// passes become vertical operations across k with no horizontal reduction and no remainder.
 //
 // No torch headers: this compiles in about a second with `g++ -O3`, and is called through
 // ctypes (which releases the GIL, so rows can be split across threads from Python).
