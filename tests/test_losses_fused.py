@@ -285,6 +285,9 @@ def _kernel_cases():
                                   (0.0, 0.0, 0.05, False), (2.0, 1.0, 0.05, True), (1.0, 2.5, 0.2, False)):
             cases.append((f"asl gn={gn} gp={gp} clip={clip} detach={det} C={c}", multilabel.asl_rows,
                           lambda z, y, m, a=(gn, gp, clip, det): (z, m, *a)))
+        # a soft target in row 3: multi-hot chunks take the one-logarithm path, this one's does not
+        cases.append((f"asl soft target C={c}", multilabel.asl_rows,
+                      lambda z, y, m: (z, torch.cat([m[:3], m[3:4] * 0.8 + 0.1, m[4:]]), 4.0, 0.0, 0.05, False)))
     cases.append(("cdf gaps C=14", ordinal.cdf_rows, lambda z, y, m: (z, y, gaps)))
     return cases
 
@@ -415,7 +418,7 @@ def test_the_build_is_cached_by_source_flags_and_cpu(monkeypatch, tmp_path):
 
 
 @needs_kernels
-@pytest.mark.parametrize("b,c,count", [(64, 30, 64), (512, 100, 512), (40, 5, 100), (3, 4, 9)])
+@pytest.mark.parametrize("b,c,count", [(64, 30, 64), (512, 100, 512), (300, 1081, 300), (40, 5, 100), (3, 4, 9)])
 def test_the_pseudo_label_kernel_picks_the_eager_entries(b, c, count):
     """Average-K's batch pseudo-labels: the same boundary and the same entries as the eager topk
     (which of the entries tied at the boundary are taken is the order's: the kernel takes them in
