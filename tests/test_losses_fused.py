@@ -447,6 +447,38 @@ def test_the_pseudo_label_kernel_picks_the_eager_entries(b, c, count):
 
 
 @needs_kernels
+@pytest.mark.parametrize("b,c,count", [(64, 30, 64), (512, 100, 512), (300, 1081, 300), (40, 5, 100), (3, 4, 9)])
+def test_the_pseudo_label_bce_kernel_matches_pseudo_labels_then_bce(b, c, count):
+    """``pseudo_bce_rows``: the BCE of the second head on the pseudo-labels, read off the
+    probabilities in the kernel, equals ``bce_rows`` on the labels the pseudo-label kernel writes
+    (the same ties taken), with and without the gradient, on 1 and 2 threads."""
+    from softloss_cli.losses.average_k import batch_pseudo_labels, pseudo_bce_rows
+    from softloss_cli.losses.multilabel import bce_rows
+
+    g = torch.Generator().manual_seed(c)
+    probs = (torch.softmax(torch.randn(b, c, generator=g) * 2, dim=1) * 64).round() / 64  # many ties
+    y = torch.randint(0, c, (b,), generator=g)
+    others = probs.scatter(1, y[:, None], -1.0)
+    a = torch.randn(b, c, generator=g) * 4
+    pseudo, boundary = fused._kernels[batch_pseudo_labels](others, y, count)
+    want_values, want_grad = bce_rows(a.double(), pseudo.double())
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            values, grad, got_boundary = fused._kernels[pseudo_bce_rows](a, others, y, count)
+            no_grad = fused._kernels[pseudo_bce_rows](a, others, y, count, want_grad=False)
+        finally:
+            torch.set_num_threads(1)
+        assert torch.equal(got_boundary, boundary)
+        torch.testing.assert_close(values, want_values.float(), atol=2e-5, rtol=2e-5)
+        torch.testing.assert_close(grad, want_grad.float(), atol=2e-6, rtol=0)
+        assert no_grad[1] is None
+        torch.testing.assert_close(no_grad[0], want_values.float(), atol=2e-5, rtol=2e-5)
+    # the gradient says which entries are positive: sigmoid(a) - t
+    assert torch.equal((torch.sigmoid(a) - grad).round(), pseudo)
+
+
+@needs_kernels
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
 def test_a_forked_child_runs_threaded_kernels_after_the_parent_did():
     """The kernels' thread pool does not survive a fork: a child (a DataLoader worker, a forked

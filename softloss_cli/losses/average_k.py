@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from softloss_cli.losses import fused, kernels
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, reduce_loss, row_loss
+from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, row_loss, with_grads
 from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows, softplus_sigmoid
 
 __all__ = ["TwoHeadLoss", "AssumeNegativeLoss", "WeakAssumeNegativeLoss", "ExpectedPositiveLoss"]
@@ -138,6 +138,35 @@ def batch_pseudo_labels_kernel(others: torch.Tensor, target: torch.Tensor, count
     kernels.launch("batch_pseudo_labels", b, others, target, b, c, count, pseudo, boundary,
                    labels=(target, c, "target"))
     return pseudo, boundary
+
+
+def pseudo_bce_rows(a: torch.Tensor, others: torch.Tensor, target: torch.Tensor, count: int, want_grad: bool = True):
+    """The two-head loss's multi-label term: ``(values [B], grad [B, C] or None, boundary)`` of
+    ``bce_rows(a, pseudo)`` with ``pseudo, boundary = batch_pseudo_labels(others, target, count)``.
+
+    The CPU kernel reads each pseudo-label off ``others`` as the BCE reaches its entry (one
+    selection pass, then one BCE pass; the ``[B, C]`` pseudo-labels are never written)."""
+    pseudo, boundary = batch_pseudo_labels(others, target, count)
+    values, grad = bce_rows(a, pseudo, want_grad=want_grad)
+    return values, grad, boundary
+
+
+@fused.kernel_of(pseudo_bce_rows)
+def pseudo_bce_rows_kernel(a: torch.Tensor, others: torch.Tensor, target: torch.Tensor, count: int,
+                           want_grad: bool = True):
+    """``pseudo_bce_rows`` as two CPU kernels (``cpu_kernels.cpp``): ``pseudo_select`` (the radix
+    select of ``batch_pseudo_labels``), then ``pseudo_bce_rows``."""
+    a, others = a.float().contiguous(), others.float().contiguous()
+    b, c = a.shape
+    target = kernels.index(target)
+    selection, boundary = torch.empty(2, dtype=torch.int64), others.new_empty(())
+    kernels.launch("pseudo_select", b, others, target, b, c, count, selection, boundary, labels=(target, c, "target"))
+    kb, last_tie = selection.tolist()
+    values = a.new_empty(b)
+    grad = torch.empty_like(a) if want_grad else None
+    kernels.launch("pseudo_bce_rows", b, a, others, target, kb, last_tie, c, kernels.ROWS, values, grad,
+                   elements_per_row=c, labels=(target, c, "target"))
+    return values, grad, boundary
 
 
 def _one_hot(logits: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
@@ -255,18 +284,26 @@ class TwoHeadLoss(SoftmaxLoss):
         if aux_logits.shape != logits.shape:
             raise ValueError(f"aux_logits {tuple(aux_logits.shape)} must be shaped like logits {tuple(logits.shape)}")
         _check_labels(logits, target, "two_head")  # the shape check
-        ce, others = row_loss(two_head_ce_rows, logits, target)
-        pseudo, boundary = self._pseudo_from_others(others, target)
-        bce = row_loss(bce_rows, aux_logits, pseudo)[0] / logits.shape[1]
+        # Both heads' values and closed-form gradients, then one autograd node for the sum.
+        ce, grad_ce, others = fused.call(two_head_ce_rows, logits.detach(), target, want_grad=needs_grad(logits))
+        extra, pseudo = self._extra(*logits.shape), None
+        if self.threshold == "batch" and extra > 0 and fused.path_for(aux_logits, pseudo_bce_rows) == "kernel":
+            bce, grad_bce, boundary = fused.call(pseudo_bce_rows, aux_logits.detach(), others, target, extra,
+                                                 want_grad=needs_grad(aux_logits))
+        else:
+            pseudo, boundary = self._pseudo_from_others(others, target)
+            bce, grad_bce = fused.call(bce_rows, aux_logits.detach(), pseudo, want_grad=needs_grad(aux_logits))
+        weight = self.aux_weight / logits.shape[1]  # the BCE is a mean over classes
+        values = with_grads(torch.add(ce, bce, alpha=weight), (logits, grad_ce, 1.0), (aux_logits, grad_bce, weight))
         self._parts = {
-            "ce": ce.mean().detach(),
-            "aux_bce": bce.mean().detach(),
+            "ce": ce.mean(),
+            "aux_bce": bce.mean() / logits.shape[1],
             "pseudo_threshold": boundary.detach(),
             # batch threshold: exactly the labels plus the extra entries (no pass over pseudo)
             "pseudo_positives": (torch.full((), 1.0 + self._extra(*logits.shape) / logits.shape[0], device=logits.device)
                                  if self.threshold == "batch" else pseudo.sum(dim=1).mean()),
         }
-        return ce + self.aux_weight * bce
+        return values
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         loss = super().forward(logits, target, **aux)

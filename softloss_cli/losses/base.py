@@ -156,33 +156,37 @@ class SoftmaxLoss(ClassificationLoss):
 
 
 class RowLossWithGrad(torch.autograd.Function):
-    """Attach a precomputed gradient to per-sample loss values.
+    """Attach precomputed gradients to per-sample loss values, for one input or several.
 
-    ``apply(z [B, C], values [B], grad [B, C], scale=1.0)`` returns ``values`` (a copy) whose
-    gradient with respect to ``z`` is ``scale * grad * g[:, None]`` for an upstream gradient
-    ``g [B]`` (``scale`` saves a pass over ``grad`` where it has a constant factor): the
-    losses below compute ``grad = d values_i / d z_i`` in closed form in the same pass as
-    the values, so backward is one multiply instead of one autograd node per tensor op.
-    ``grad`` is treated as a constant (no double backward).
+    ``apply(values [B], scales, z_1, ..., z_n, grad_1, ..., grad_n)`` returns ``values`` (a
+    copy) whose gradient with respect to ``z_j [B, C_j]`` is ``scales[j] * grad_j * g[:, None]``
+    for an upstream gradient ``g [B]`` (``scales`` save a pass over a ``grad`` with a constant
+    factor; a ``grad_j`` of None gives ``z_j`` no gradient). The losses below compute
+    ``grad = d values_i / d z_i`` in closed form in the same pass as the values, so backward is
+    one multiply per input instead of one autograd node per tensor op; a loss of two heads
+    (``two_head``) is one node. The grads are treated as constants (no double backward).
     """
 
     @staticmethod
-    def forward(ctx, z, values, grad, scale=1.0):  # noqa: D102
-        ctx.save_for_backward(grad)
-        ctx.scale = scale
+    def forward(ctx, values, scales, *inputs_and_grads):  # noqa: D102
+        ctx.save_for_backward(*inputs_and_grads[len(scales):])
+        ctx.scales = scales
         return values.clone()
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
-        (grad,) = ctx.saved_tensors
-        if g.dim() == 1 and g.numel() > 1 and g.stride(0) == 0:
-            # Every row has the same upstream gradient (a mean or a sum expands one value): one
-            # multiply by a scalar, several times faster than a broadcast of the stride-0 vector.
-            factor = g[0] if ctx.scale == 1.0 else g[0] * ctx.scale
-            return grad * factor, None, None, None
-        if ctx.scale != 1.0:
-            g = g * ctx.scale
-        return grad * g[:, None], None, None, None
+        # Every row has the same upstream gradient (a mean or a sum expands one value): one
+        # multiply by a scalar, several times faster than a broadcast of the stride-0 vector.
+        same = g.dim() == 1 and g.numel() > 1 and g.stride(0) == 0
+        outs = []
+        for grad, scale in zip(ctx.saved_tensors, ctx.scales):
+            if grad is None:
+                outs.append(None)
+            elif same:
+                outs.append(grad * (g[0] if scale == 1.0 else g[0] * scale))
+            else:
+                outs.append(grad * (g if scale == 1.0 else g * scale)[:, None])
+        return (None, None, *outs, *([None] * len(outs)))
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:
@@ -194,7 +198,17 @@ def with_grad(z: torch.Tensor, values: torch.Tensor, grad: torch.Tensor | None, 
     """``values`` carrying the gradient ``scale * grad`` w.r.t. ``z`` (``values`` as is when ``grad`` is None)."""
     if grad is None:
         return values
-    return RowLossWithGrad.apply(z, values, grad, scale)
+    return RowLossWithGrad.apply(values, (scale,), z, grad)
+
+
+def with_grads(values: torch.Tensor, *terms: tuple[torch.Tensor, torch.Tensor | None, float]) -> torch.Tensor:
+    """``values`` carrying the gradient ``scale * grad`` w.r.t. each ``z`` of ``terms``
+    (``(z, grad, scale)`` triples; one autograd node for all of them)."""
+    terms = tuple(t for t in terms if t[1] is not None)
+    if not terms:
+        return values
+    zs, grads, scales = zip(*terms)
+    return RowLossWithGrad.apply(values, tuple(float(s) for s in scales), *zs, *grads)
 
 
 def row_loss(fn, z: torch.Tensor, *args, scale: float = 1.0, **kwargs):

@@ -1257,22 +1257,72 @@ int64_t binary_rows(const float* x, const int64_t* y, const float* weights, int 
 
 extern "C" {
 
-// average_k.batch_pseudo_labels: pseudo [B, C] = 1 at the `count` largest entries of `others`
-// (each row's label holds -1, so it is never among them; ties at the boundary taken in index
-// order, as the eager path's topk of candidates does) and at each row's label y, else 0;
-// `boundary` gets the smallest chosen value. Linear time, a radix select on the floats' order
-// keys: an 11-bit histogram of all entries finds the bin holding the count-th largest; the
-// entries of that bin (few) are refined on the next 11 bits, then the last 10.
-int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count,
-                            float* pseudo, float* boundary) {
-  if (const int64_t bad = bad_label(y, 0, B, C)) return bad;
-  const int64_t n = B * C;
-  // Unsigned keys in the floats' order (negatives flipped whole, positives with the sign bit set).
-  auto key_of = [](float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  };
+}  // extern "C"
+
+// Unsigned keys in the floats' order (negatives flipped whole, positives with the sign bit set).
+inline uint32_t order_key(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The count largest of others[0, n) (1 <= count <= n), ties in index order: the entries with
+// key > *kb, and those with key == *kb up to index *last_tie. Linear time, a radix select on the
+// order keys: an 11-bit histogram of all entries finds the bin holding the count-th largest; the
+// entries of that bin (few) are refined on the next 11 bits, then on the last 10.
+static void select_largest(const float* others, int64_t n, int64_t count, uint32_t* kb, int64_t* last_tie);
+
+// select_largest when count is a small part of n: a strided sample (n / 64 entries, 2k..16k) gives a
+// bound with somewhat more than count entries above it (expected 1.25 count + 64); one pass
+// collects those candidates in index order, and the selection runs on them alone. False (and
+// nothing set) when fewer than count entries pass the bound: the caller selects on all.
+static bool select_largest_sampled(const float* others, int64_t n, int64_t count, uint32_t* kb, int64_t* last_tie) {
+  const int64_t target = std::clamp<int64_t>(n / 64, 2048, 16384);  // sampled entries
+  const int64_t step = (n + target - 1) / target;
+  std::vector<uint32_t> sample;
+  sample.reserve(static_cast<size_t>(n / step + 1));
+  for (int64_t j = 0; j < n; j += step) sample.push_back(order_key(others[j]));
+  const int64_t m = static_cast<int64_t>(sample.size());
+  const int64_t r = std::min(m, static_cast<int64_t>(1.25 * static_cast<double>(count) * m / n) + 64);
+  std::nth_element(sample.begin(), sample.begin() + (m - r), sample.end());
+  const uint32_t bound = sample[m - r];
+  std::vector<int64_t> cand;
+  std::vector<uint32_t> cand_keys;
+  constexpr int64_t kBlock = 256;
+  uint32_t kbuf[kBlock];
+  int64_t hits[kBlock + 1];
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const int64_t len = std::min(kBlock, n - j0);
+#pragma omp simd
+    for (int64_t u = 0; u < len; ++u) kbuf[u] = order_key(others[j0 + u]);
+    int64_t found = 0;
+    for (int64_t u = 0; u < len; ++u) {  // without a branch (one slot to spare)
+      hits[found] = u;
+      found += kbuf[u] >= bound;
+    }
+    for (int64_t h = 0; h < found; ++h) {
+      cand.push_back(j0 + hits[h]);
+      cand_keys.push_back(kbuf[hits[h]]);
+    }
+  }
+  const int64_t nc = static_cast<int64_t>(cand.size());
+  if (nc < count) return false;
+  std::vector<uint32_t> sorted_keys(cand_keys);
+  std::nth_element(sorted_keys.begin(), sorted_keys.begin() + (nc - count), sorted_keys.end());
+  *kb = sorted_keys[nc - count];
+  int64_t need = count;  // less those above the boundary: the ties to take, in index order
+  for (const uint32_t k : cand_keys) need -= k > *kb;
+  for (int64_t h = 0; h < nc; ++h)
+    if (cand_keys[h] == *kb && --need == 0) {
+      *last_tie = cand[h];
+      return true;
+    }
+  *last_tie = n - 1;  // (not reached: the count-th largest is among the candidates)
+  return true;
+}
+
+static void select_largest(const float* others, int64_t n, int64_t count, uint32_t* kb, int64_t* last_tie) {
+  if (n >= 65536 && count * 8 <= n && select_largest_sampled(others, n, count, kb, last_tie)) return;
   // The bin of h[0..bins) holding the need-th largest entry, counted from the top; need becomes
   // the rank within that bin.
   auto find_bin = [](const std::vector<int64_t>& h, int64_t& need) {
@@ -1287,7 +1337,7 @@ int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, in
   uint32_t kbuf[kBlock];
   auto block_keys = [&](int64_t j0, int64_t m) {
 #pragma omp simd
-    for (int64_t u = 0; u < m; ++u) kbuf[u] = key_of(others[j0 + u]);
+    for (int64_t u = 0; u < m; ++u) kbuf[u] = order_key(others[j0 + u]);
   };
   std::vector<int64_t> hist(2048, 0);
   {
@@ -1318,28 +1368,89 @@ int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, in
   }
   members.resize(static_cast<size_t>(found));
   std::fill(hist.begin(), hist.end(), 0);
-  for (const int64_t j : members) ++hist[(key_of(others[j]) >> 10) & 0x7FFu];
+  for (const int64_t j : members) ++hist[(order_key(others[j]) >> 10) & 0x7FFu];
   const uint32_t b2 = find_bin(hist, need);
   std::vector<int64_t> inner;
   for (const int64_t j : members)
-    if (((key_of(others[j]) >> 10) & 0x7FFu) == b2) inner.push_back(j);
+    if (((order_key(others[j]) >> 10) & 0x7FFu) == b2) inner.push_back(j);
   hist.assign(1024, 0);
-  for (const int64_t j : inner) ++hist[key_of(others[j]) & 0x3FFu];
+  for (const int64_t j : inner) ++hist[order_key(others[j]) & 0x3FFu];
   const uint32_t b3 = find_bin(hist, need);
-  const uint32_t kb = (b1 << 21) | (b2 << 10) | b3;  // the count-th largest; `need` of its ties are taken
+  *kb = (b1 << 21) | (b2 << 10) | b3;  // the count-th largest; `need` of its ties are taken
+  *last_tie = n - 1;
+  for (const int64_t j : inner)  // in index order
+    if (order_key(others[j]) == *kb && --need == 0) {
+      *last_tie = j;
+      return;
+    }
+}
+
+extern "C" {
+
+// average_k.batch_pseudo_labels: pseudo [B, C] = 1 at the `count` largest entries of `others`
+// (each row's label holds -1, so it is never among them; ties at the boundary taken in index
+// order, as the eager path's topk of candidates does) and at each row's label y, else 0;
+// `boundary` gets the smallest chosen value.
+int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count,
+                            float* pseudo, float* boundary) {
+  if (const int64_t bad = bad_label(y, 0, B, C)) return bad;
+  uint32_t kb = 0;
+  int64_t last_tie = 0;
+  select_largest(others, B * C, count, &kb, &last_tie);
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) pseudo[j] = key_of(others[j]) > kb ? 1.f : 0.f;
-  for (const int64_t j : inner)  // in index order: the first ties
-    if (key_of(others[j]) == kb && need > 0) {
-      pseudo[j] = 1.f;
-      --need;
-    }
+  for (int64_t j = 0; j < B * C; ++j) {
+    const uint32_t k = order_key(others[j]);
+    pseudo[j] = ((k > kb) | ((k == kb) & (j <= last_tie))) ? 1.f : 0.f;
+  }
   for (int64_t i = 0; i < B; ++i) pseudo[i * C + y[i]] = 1.f;
-  for (const int64_t j : inner)
-    if (key_of(others[j]) == kb) {
-      *boundary = others[j];
-      break;
+  *boundary = others[last_tie];
+  return 0;
+}
+
+// The selection of batch_pseudo_labels alone: sel = (the boundary's order key, the index of the
+// last tie taken), for pseudo_bce_rows; `boundary` as there.
+int64_t pseudo_select(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count, int64_t* sel,
+                      float* boundary) {
+  if (const int64_t bad = bad_label(y, 0, B, C)) return bad;
+  uint32_t kb = 0;
+  int64_t last_tie = 0;
+  select_largest(others, B * C, count, &kb, &last_tie);
+  sel[0] = kb;
+  sel[1] = last_tie;
+  *boundary = others[last_tie];
+  return 0;
+}
+
+// average_k.pseudo_bce_rows: bce_rows(a, pseudo) with the pseudo-labels of batch_pseudo_labels
+// read off `others` and sel = (kb, last_tie) of pseudo_select as each entry is reached (never
+// written out): sum_c softplus(a_c) - t_c a_c, grad sigmoid(a) - t.
+int64_t pseudo_bce_rows(const float* a, const float* others, const int64_t* y, int64_t kb, int64_t last_tie,
+                        int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
+  const uint32_t kb32 = static_cast<uint32_t>(kb);
+  Scratch buf(C, 2);
+  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
+    const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
+    float *sp = buf[0], *g = grad ? grad + off : buf[1];  // the gradient straight to its place
+    const float *ac = a + off, *oc = others + off;
+    // entries j <= ties_to of this chunk: ties taken (int32 compares: 8 lanes, not 4)
+    const int32_t ties_to = static_cast<int32_t>(std::clamp<int64_t>(last_tie - off, -1, n * C));
+#pragma omp simd
+    for (int64_t j = 0; j < n * C; ++j) {
+      const float x = ac[j];
+      const uint32_t k = order_key(oc[j]);
+      const float t = ((k > kb32) | ((k == kb32) & (static_cast<int32_t>(j) <= ties_to))) ? 1.f : 0.f;
+      const float e = expf(-std::fabs(x));
+      const float inv = 1.f / (1.f + e);
+      sp[j] = pos(x) + log1pf(e) - t * x;  // softplus(a) - t a
+      g[j] = (x >= 0.f ? inv : e * inv) - t;
     }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t yr = y[c0 + i];  // the label: t = 1 (its `others` entry, -1, gave t = 0)
+      values[c0 + i] = row_sum(sp + i * C, C) - ac[i * C + yr];
+      g[i * C + yr] -= 1.f;
+    }
+  }
   return 0;
 }
 
