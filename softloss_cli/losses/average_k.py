@@ -327,16 +327,19 @@ def two_head_ce_rows(z: torch.Tensor, target: torch.Tensor, want_grad: bool = Tr
 
 @fused.kernel_of(two_head_ce_rows)
 def two_head_ce_rows_kernel(z: torch.Tensor, target: torch.Tensor, want_grad: bool = True):
-    """``two_head_ce_rows`` as one CPU kernel (``cpu_kernels.cpp``)."""
+    """``two_head_ce_rows`` as one CPU kernel (``cpu_kernels.cpp``). With the gradient, ``others``
+    is the gradient itself (one ``[B, C]`` array fewer): its label entries hold ``p_y - 1`` (``-0.0``
+    where ``p_y = 1``) instead of -1, as far below every probability for the pseudo-label kernels,
+    which compare the floats' order keys (``-0.0 < +0.0``)."""
     z = z.float().contiguous()
     b, c = z.shape
     target = kernels.index(target)
     ce = z.new_empty(b)
-    others = torch.empty_like(z)
     grad = torch.empty_like(z) if want_grad else None
+    others = None if want_grad else torch.empty_like(z)
     kernels.launch("two_head_ce_rows", b, z, target, c, kernels.ROWS, ce, grad, others, elements_per_row=c,
                    labels=(target, c, "target"))
-    return ce, grad, others
+    return ce, grad, grad if want_grad else others
 
 
 class _SinglePositiveLoss(SigmoidLoss):

@@ -773,11 +773,11 @@ int64_t two_head_ce_rows_short(const float* z, const int64_t* y, int64_t C, int6
       for (int64_t l = 0; l < kLanes; ++l) {
         const float pk = e[k * kLanes + l] * s[l];
         const bool at = k32 == yl[l];
-        t[k * kLanes + l] = at ? pk - 1.f : pk;
+        t[k * kLanes + l] = at ? -(1.f - pk) : pk;  // p_y - 1, but -0 (not +0) where p_y = 1
         e[k * kLanes + l] = at ? -1.f : pk;
       }
     }
-    store_lanes(e, C, n, others + b0 * C);
+    if (others) store_lanes(e, C, n, others + b0 * C);
     if (grad) store_lanes(t, C, n, grad + b0 * C);
   }
   return 0;
@@ -826,6 +826,8 @@ void binary_rows_short(const float* x, const int64_t* y, const float* weights, i
 extern "C" {
 
 // average_k.two_head_ce_rows: CE, its gradient p - onehot(y), and `others` = p with -1 at y.
+// A null `others` (with a gradient): the gradient stands for it, its label entries p_y - 1 (-0
+// where p_y = 1) below every probability as the -1 are (by the floats' order keys).
 int64_t two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* ce_out,
                       float* grad, float* others) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
@@ -841,15 +843,15 @@ int64_t two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0
       const float* e = buf[0] + i * C;
       const float s = row_sum(e, C), inv = 1.f / s;
       ce_out[r] = (m[i] - zc[i * C + yr]) + std::log(s);
-      float* o = others + r * C;
+      float* o = (others ? others : grad) + r * C;
 #pragma omp simd
       for (int64_t k = 0; k < C; ++k) o[k] = e[k] * inv;
-      if (grad) {
+      if (grad && others) {
         float* gr = grad + r * C;
         std::memcpy(gr, o, C * sizeof(float));
-        gr[yr] -= 1.f;
+        gr[yr] = -(1.f - gr[yr]);
       }
-      o[yr] = -1.f;
+      o[yr] = others ? -1.f : -(1.f - o[yr]);  // p_y - 1, but -0 (not +0) where p_y = 1
     }
   }
   return 0;
