@@ -178,12 +178,17 @@ class RowLossWithGrad(torch.autograd.Function):
         # Every row has the same upstream gradient (a mean or a sum expands one value): one
         # multiply by a scalar, several times faster than a broadcast of the stride-0 vector.
         same = g.dim() == 1 and g.numel() > 1 and g.stride(0) == 0
+        # On the CPU that value is read as a number: one multiply by a Python scalar, no tensor
+        # op for the factor (on a GPU, reading it would wait for the device; under torch.compile
+        # it would break the traced graph).
+        as_number = g.device.type == "cpu" and not torch.compiler.is_compiling()
+        factor = (g[0].item() if as_number else g[0]) if same else None
         outs = []
         for grad, scale in zip(ctx.saved_tensors, ctx.scales):
             if grad is None:
                 outs.append(None)
             elif same:
-                outs.append(grad * (g[0] if scale == 1.0 else g[0] * scale))
+                outs.append(grad * (factor if scale == 1.0 else factor * scale))
             else:
                 outs.append(grad * (g if scale == 1.0 else g * scale)[:, None])
         return (None, None, *outs, *([None] * len(outs)))
