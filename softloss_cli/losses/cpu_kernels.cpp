@@ -153,16 +153,22 @@ inline void inclusive_scan(const float* x, float* out, int64_t n) {
 // from one exp per entry. softplus(z) = max(z, 0) + lp and softplus(-z) = max(-z, 0) + lp, each
 // exact (softplus(-z) as softplus(z) - z would cancel in float32 for large z).
 inline float pos(float x) { return x > 0.f ? x : 0.f; }  // not fmaxf: its NaN rule makes gcc call it per entry
+// e = exp(-|x|), s = sigmoid(x) and sn = 1 - s = sigmoid(-x), neither by a subtraction from 1.
+inline void sigmoid_parts(float x, float& e, float& s, float& sn) {
+  e = expf(-std::fabs(x));
+  const float inv = 1.f / (1.f + e), ei = e * inv;
+  s = x >= 0.f ? inv : ei;
+  sn = x >= 0.f ? ei : inv;
+}
+
 inline void softplus_sigmoid(const float* z, int64_t n, float* lp, float* s, float* sn) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
-    const float x = z[j];
-    const float e = expf(-std::fabs(x));
-    const float inv = 1.f / (1.f + e);
-    const float ei = e * inv;
+    float e, sj, snj;
+    sigmoid_parts(z[j], e, sj, snj);
     lp[j] = log1pf(e);
-    s[j] = x >= 0.f ? inv : ei;
-    sn[j] = x >= 0.f ? ei : inv;
+    s[j] = sj;
+    sn[j] = snj;
   }
 }
 
@@ -1112,15 +1118,13 @@ inline void asl_logs(const float* z, const float* t, float clip, int64_t n, floa
     // (the other one, finite, is multiplied by 0).
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) {
-      const float x = z[j];
-      const float e = expf(-std::fabs(x));
-      const float inv = 1.f / (1.f + e);
-      const float ei = e * inv;
-      s[j] = x >= 0.f ? inv : ei;
-      sn[j] = x >= 0.f ? ei : inv;
+      float e, sj, snj;
+      sigmoid_parts(z[j], e, sj, snj);
+      s[j] = sj;
+      sn[j] = snj;
       // lom = min(log1p(clip - s), 0): clamped after the logarithm, not before, as the latter
       // made gcc's code for this loop 1.5x slower.
-      const float lg = log1pf(t[j] > 0.5f ? e : clip - s[j]);
+      const float lg = log1pf(t[j] > 0.5f ? e : clip - sj);
       lp[j] = lg;
       lom[j] = lg < 0.f ? lg : 0.f;
     }
