@@ -300,7 +300,7 @@ class TwoHeadLoss(SoftmaxLoss):
             "aux_bce": bce.mean() / logits.shape[1],
             "pseudo_threshold": boundary.detach(),
             # batch threshold: exactly the labels plus the extra entries (no pass over pseudo)
-            "pseudo_positives": (torch.full((), 1.0 + self._extra(*logits.shape) / logits.shape[0], device=logits.device)
+            "pseudo_positives": (torch.full((), 1.0 + extra / logits.shape[0], device=logits.device)
                                  if self.threshold == "batch" else pseudo.sum(dim=1).mean()),
         }
         return values
@@ -336,10 +336,10 @@ def two_head_ce_rows_kernel(z: torch.Tensor, target: torch.Tensor, want_grad: bo
     target = kernels.index(target)
     ce = z.new_empty(b)
     grad = torch.empty_like(z) if want_grad else None
-    others = None if want_grad else torch.empty_like(z)
-    kernels.launch("two_head_ce_rows", b, z, target, c, kernels.ROWS, ce, grad, others, elements_per_row=c,
-                   labels=(target, c, "target"))
-    return ce, grad, grad if want_grad else others
+    others = grad if want_grad else torch.empty_like(z)
+    kernels.launch("two_head_ce_rows", b, z, target, c, kernels.ROWS, ce, grad, None if want_grad else others,
+                   elements_per_row=c, labels=(target, c, "target"))
+    return ce, grad, others
 
 
 class _SinglePositiveLoss(SigmoidLoss):

@@ -161,6 +161,14 @@ inline void sigmoid_parts(float x, float& e, float& s, float& sn) {
   sn = x >= 0.f ? ei : inv;
 }
 
+// One entry of a BCE with logits: value softplus(x) - t x, gradient sigmoid(x) - t.
+inline void bce_entry(float x, float t, float& value, float& grad) {
+  float e, s, sn;
+  sigmoid_parts(x, e, s, sn);
+  value = pos(x) + log1pf(e) - t * x;
+  grad = s - t;
+}
+
 inline void softplus_sigmoid(const float* z, int64_t n, float* lp, float* s, float* sn) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
@@ -1030,13 +1038,7 @@ int64_t bce_rows(const float* z, const float* t, int64_t C, int64_t r0, int64_t 
     float *sp = buf[0], *g = grad ? grad + off : buf[1];  // the gradient straight to its place
     const float *zc = z + off, *tc = t + off;
 #pragma omp simd
-    for (int64_t j = 0; j < n * C; ++j) {
-      const float x = zc[j];
-      const float e = expf(-std::fabs(x));
-      const float inv = 1.f / (1.f + e);
-      sp[j] = pos(x) + log1pf(e) - tc[j] * x;  // softplus(z) - t z
-      g[j] = (x >= 0.f ? inv : e * inv) - tc[j];
-    }
+    for (int64_t j = 0; j < n * C; ++j) bce_entry(zc[j], tc[j], sp[j], g[j]);
     for (int64_t i = 0; i < n; ++i) values[c0 + i] = row_sum(sp + i * C, C);
   }
   return 0;
@@ -1272,6 +1274,21 @@ inline uint32_t order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Whether an entry of order key k at index j is among the selected: above the boundary key kb,
+// or one of its ties up to index last_tie (ties are taken in index order).
+template <typename Index>
+inline bool chosen(uint32_t k, uint32_t kb, Index j, Index last_tie) {
+  return (k > kb) | ((k == kb) & (j <= last_tie));
+}
+
+constexpr int64_t kKeyBlock = 256;  // entries whose order keys are made at once, in a vector loop
+
+// keys[0, len) = the order keys of others[j0, j0 + len), len <= kKeyBlock.
+inline void block_keys(const float* others, int64_t j0, int64_t len, uint32_t* keys) {
+#pragma omp simd
+  for (int64_t u = 0; u < len; ++u) keys[u] = order_key(others[j0 + u]);
+}
+
 // The count largest of others[0, n) (1 <= count <= n), ties in index order: the entries with
 // key > *kb, and those with key == *kb up to index *last_tie. Linear time, a radix select on the
 // order keys: an 11-bit histogram of all entries finds the bin holding the count-th largest; the
@@ -1294,13 +1311,11 @@ static bool select_largest_sampled(const float* others, int64_t n, int64_t count
   const uint32_t bound = sample[m - r];
   std::vector<int64_t> cand;
   std::vector<uint32_t> cand_keys;
-  constexpr int64_t kBlock = 256;
-  uint32_t kbuf[kBlock];
-  int64_t hits[kBlock + 1];
-  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-    const int64_t len = std::min(kBlock, n - j0);
-#pragma omp simd
-    for (int64_t u = 0; u < len; ++u) kbuf[u] = order_key(others[j0 + u]);
+  uint32_t kbuf[kKeyBlock];
+  int64_t hits[kKeyBlock + 1];
+  for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
+    const int64_t len = std::min(kKeyBlock, n - j0);
+    block_keys(others, j0, len, kbuf);
     int64_t found = 0;
     for (int64_t u = 0; u < len; ++u) {  // without a branch (one slot to spare)
       hits[found] = u;
@@ -1337,20 +1352,14 @@ static void select_largest(const float* others, int64_t n, int64_t count, uint32
     return static_cast<uint32_t>(bin);
   };
   // The top 11 bits first, counted in 4 interleaved histograms: probabilities cluster in a few
-  // bins, and one histogram would chain each increment on the store of the previous one. Keys
-  // are made a block at a time in a vector loop.
-  constexpr int64_t kBlock = 256;
-  uint32_t kbuf[kBlock];
-  auto block_keys = [&](int64_t j0, int64_t m) {
-#pragma omp simd
-    for (int64_t u = 0; u < m; ++u) kbuf[u] = order_key(others[j0 + u]);
-  };
+  // bins, and one histogram would chain each increment on the store of the previous one.
+  uint32_t kbuf[kKeyBlock];
   std::vector<int64_t> hist(2048, 0);
   {
     std::vector<int64_t> sub(4 * 2048, 0);
-    for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-      const int64_t m = std::min(kBlock, n - j0);
-      block_keys(j0, m);
+    for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
+      const int64_t m = std::min(kKeyBlock, n - j0);
+      block_keys(others, j0, m, kbuf);
       int64_t u = 0;
       for (; u + 4 <= m; u += 4)
         for (int64_t v = 0; v < 4; ++v) ++sub[v * 2048 + (kbuf[u + v] >> 21)];
@@ -1364,9 +1373,9 @@ static void select_largest(const float* others, int64_t n, int64_t count, uint32
   // The indices in bin b1, in index order, written without a branch (one slot to spare).
   std::vector<int64_t> members(static_cast<size_t>(hist[b1]) + 1);
   int64_t found = 0;
-  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-    const int64_t m = std::min(kBlock, n - j0);
-    block_keys(j0, m);
+  for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
+    const int64_t m = std::min(kKeyBlock, n - j0);
+    block_keys(others, j0, m, kbuf);
     for (int64_t u = 0; u < m; ++u) {
       members[found] = j0 + u;
       found += (kbuf[u] >> 21) == b1;
@@ -1393,28 +1402,10 @@ static void select_largest(const float* others, int64_t n, int64_t count, uint32
 
 extern "C" {
 
-// average_k.batch_pseudo_labels: pseudo [B, C] = 1 at the `count` largest entries of `others`
-// (each row's label holds -1, so it is never among them; ties at the boundary taken in index
-// order, as the eager path's topk of candidates does) and at each row's label y, else 0;
-// `boundary` gets the smallest chosen value.
-int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count,
-                            float* pseudo, float* boundary) {
-  if (const int64_t bad = bad_label(y, 0, B, C)) return bad;
-  uint32_t kb = 0;
-  int64_t last_tie = 0;
-  select_largest(others, B * C, count, &kb, &last_tie);
-#pragma omp simd
-  for (int64_t j = 0; j < B * C; ++j) {
-    const uint32_t k = order_key(others[j]);
-    pseudo[j] = ((k > kb) | ((k == kb) & (j <= last_tie))) ? 1.f : 0.f;
-  }
-  for (int64_t i = 0; i < B; ++i) pseudo[i * C + y[i]] = 1.f;
-  *boundary = others[last_tie];
-  return 0;
-}
-
-// The selection of batch_pseudo_labels alone: sel = (the boundary's order key, the index of the
-// last tie taken), for pseudo_bce_rows; `boundary` as there.
+// average_k.pseudo_bce_rows's selection: sel = (the order key kb of the `count`-th largest entry
+// of `others`, the index of the last of its ties taken), ties taken in index order, as the eager
+// path's topk of candidates takes them; `boundary` gets that entry's value. Each row's label
+// holds a negative value (-1, or p_y - 1 from two_head_ce_rows), so it is never among them.
 int64_t pseudo_select(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count, int64_t* sel,
                       float* boundary) {
   if (const int64_t bad = bad_label(y, 0, B, C)) return bad;
@@ -1424,6 +1415,20 @@ int64_t pseudo_select(const float* others, const int64_t* y, int64_t B, int64_t 
   sel[0] = kb;
   sel[1] = last_tie;
   *boundary = others[last_tie];
+  return 0;
+}
+
+// average_k.batch_pseudo_labels: pseudo [B, C] = 1 at the entries pseudo_select chooses and at
+// each row's label y, else 0.
+int64_t batch_pseudo_labels(const float* others, const int64_t* y, int64_t B, int64_t C, int64_t count,
+                            float* pseudo, float* boundary) {
+  int64_t sel[2];
+  if (const int64_t bad = pseudo_select(others, y, B, C, count, sel, boundary)) return bad;
+  const uint32_t kb = static_cast<uint32_t>(sel[0]);
+  const int64_t last_tie = sel[1];
+#pragma omp simd
+  for (int64_t j = 0; j < B * C; ++j) pseudo[j] = chosen(order_key(others[j]), kb, j, last_tie) ? 1.f : 0.f;
+  for (int64_t i = 0; i < B; ++i) pseudo[i * C + y[i]] = 1.f;
   return 0;
 }
 
@@ -1443,13 +1448,8 @@ int64_t pseudo_bce_rows(const float* a, const float* others, const int64_t* y, i
     const int32_t ties_to = static_cast<int32_t>(std::clamp<int64_t>(last_tie - off, -1, n * C));
 #pragma omp simd
     for (int64_t j = 0; j < n * C; ++j) {
-      const float x = ac[j];
-      const uint32_t k = order_key(oc[j]);
-      const float t = ((k > kb32) | ((k == kb32) & (static_cast<int32_t>(j) <= ties_to))) ? 1.f : 0.f;
-      const float e = expf(-std::fabs(x));
-      const float inv = 1.f / (1.f + e);
-      sp[j] = pos(x) + log1pf(e) - t * x;  // softplus(a) - t a
-      g[j] = (x >= 0.f ? inv : e * inv) - t;
+      const float t = chosen(order_key(oc[j]), kb32, static_cast<int32_t>(j), ties_to) ? 1.f : 0.f;
+      bce_entry(ac[j], t, sp[j], g[j]);
     }
     for (int64_t i = 0; i < n; ++i) {
       const int64_t yr = y[c0 + i];  // the label: t = 1 (its `others` entry, -1, gave t = 0)
