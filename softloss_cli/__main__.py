@@ -1,3 +1,3 @@
-from softloss_cli.cli import main
+from softloss_cli.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

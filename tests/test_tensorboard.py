@@ -6,6 +6,7 @@ The end-to-end test reads a real run's event file back with TensorBoard's EventA
 
 from __future__ import annotations
 
+import io
 import json
 
 import matplotlib
@@ -16,6 +17,7 @@ matplotlib.use("Agg")
 
 from conftest import TINY  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from PIL import Image  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from softloss_cli.metrics import EvalOutputs  # noqa: E402
@@ -23,7 +25,7 @@ from softloss_cli.metrics.classification import ece  # noqa: E402
 from softloss_cli.plots import classification as plots  # noqa: E402
 from softloss_cli.plots.registry import task_figures  # noqa: E402
 from softloss_cli.tasks import Task  # noqa: E402
-from softloss_cli.train.logger import hparam_values, scalars_layout  # noqa: E402
+from softloss_cli.train.logger import hparam_values, png_header, scalars_layout  # noqa: E402
 
 
 def _outputs(n: int, c: int, seed: int = 0) -> EvalOutputs:
@@ -121,6 +123,16 @@ def test_multilabel_gets_a_per_label_reliability_diagram_and_no_confusion_matrix
 
 
 # --------------------------------------------------------------------------- layout and hparams
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_png_header_matches_pillow(mode, tmp_path):
+    buffer = io.BytesIO()
+    Image.new(mode, (37, 11)).save(buffer, format="png")
+    channels = {"L": 1, "RGB": 3, "RGBA": 4, "P": 3}[mode]
+    assert png_header(buffer.getvalue()) == (11, 37, channels)
+    with pytest.raises(ValueError, match="not a PNG"):
+        png_header(b"GIF89a" + bytes(30))
 
 
 def test_custom_scalars_layout_follows_the_task_kind():
@@ -296,8 +308,10 @@ def test_run_event_file_holds_scalars_hparams_layout_and_images(tiny_train):
     assert {"test/reliability", "test/confusion_matrix"} <= set(tags["images"])  # + the scenario's own
     for tag in tags["images"]:
         (image,) = ea.Images(tag)
-        assert image.encoded_image_string[:4] == b"\x89PNG" and image.width > 100
-        assert (run / "plots" / f"test_{tag.split('/')[1]}.png").is_file()
+        png = (run / "plots" / f"test_{tag.split('/')[1]}.png").read_bytes()
+        assert image.encoded_image_string == png  # the file's bytes, not a second encoding
+        decoded = Image.open(io.BytesIO(png))
+        assert (image.width, image.height) == decoded.size and image.width > 100
     assert json.loads((run / "task.json").read_text())["kind"] == "ordinal"
 
 

@@ -64,6 +64,29 @@ def test_ddp_shards_are_disjoint_and_cover_the_split():
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_normalising_the_split_once_gives_the_bits_of_per_batch_normalising(monkeypatch, augment):
+    from softloss_cli.data import loaders
+
+    g = torch.Generator().manual_seed(0)
+    split = TensorSplit(torch.randint(0, 256, (37, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(37))
+    args = dict(batch_size=8, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), shuffle=True, augment=augment)
+    once = _loader(split, **args)
+    assert once.inputs.dtype == torch.float32  # 37 x 192 floats: under the budget
+    monkeypatch.setattr(loaders, "NORMALIZE_ONCE_MAX_BYTES", 4 * split.inputs.numel() - 1)
+    per_batch = _loader(split, **args)
+    assert per_batch.inputs.dtype == torch.uint8
+    for epoch in (0, 3):
+        once.set_epoch(epoch)
+        per_batch.set_epoch(epoch)
+        pairs = list(zip(once, per_batch, strict=True))
+        assert len(pairs) == 5
+        for a, b in pairs:
+            assert torch.equal(a.targets, b.targets) and torch.equal(a.inputs, b.inputs)
+    chunked = loaders.Normalizer((0.5,) * 3, (0.2,) * 3, "cpu").all(split.inputs, chunk=5)
+    assert torch.equal(chunked, loaders.Normalizer((0.5,) * 3, (0.2,) * 3, "cpu")(split.inputs))
+
+
 def test_crop_flip_keeps_shape_and_is_seeded():
     x = torch.rand(6, 3, 8, 8)
     a = random_crop_flip(x, torch.Generator().manual_seed(0))

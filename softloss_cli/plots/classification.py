@@ -92,7 +92,7 @@ def _diagram(confidence, accuracy, count, *, xlabel: str, ylabel: str, title: st
     top.set_ylabel(ylabel)
     top.set_title(title, fontsize="medium")
     # Below the plots: inside, the legend would hide bars of one calibration or another.
-    fig.legend(*top.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
+    fig.legend(*top.get_legend_handles_labels(), loc="outside lower center", ncols=1, fontsize="small")
     bottom.bar(centres, count.numpy(), width=width, color="grey", edgecolor="black", linewidth=0.5)
     if int(count.max()) > 0:
         bottom.set_yscale("log")

@@ -32,7 +32,7 @@ def ordinal_figures(outputs, task) -> dict:
     expected_mae, _ = mae_per_class(expected_values(probs, values), outputs.targets, c, values)
 
     x = torch.arange(c).numpy()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * c + 2.0), 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * c + 2.0), 3.6), dpi=100, layout="tight")
     ax.bar(x, argmax_mae.numpy(), color="tab:blue", alpha=0.75, label="argmax")
     ax.plot(x, expected_mae.numpy(), color="tab:orange", marker="o", markersize=3, label="expected value")
     ax.set_xlabel("true class")
@@ -48,7 +48,7 @@ def ordinal_figures(outputs, task) -> dict:
     counts.tick_params(axis="y", colors="0.4")
     handles = ax.get_legend_handles_labels()[0] + counts.get_legend_handles_labels()[0]
     # above the axes: inside, it would hide the head's sample counts or the tail's errors
-    ax.legend(handles=handles, fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)
+    ax.legend(handles=handles, fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False,
+              handlelength=1.5, columnspacing=1.0)
     ax.set_title("test MAE per true class", loc="left", pad=16)  # room for the legend above the axes
-    fig.tight_layout()
     return {"mae_per_class": fig}

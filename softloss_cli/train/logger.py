@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 import sys
 import time
 from pathlib import Path
@@ -104,10 +105,12 @@ class RunLogger:
             plots = self.run_dir / "plots"
             plots.mkdir(parents=True, exist_ok=True)
             for name, fig in figures.items():
-                # Drawn once for both the PNG file and TensorBoard (savefig + add_figure would draw twice).
-                image = render_figure(fig)
-                _save_png(image, plots / f"test_{name}.png")
-                self.writer.add_image(f"test/{name}", image, step, dataformats="HWC")
+                # Drawn and PNG-encoded once: the same bytes are the file and the TensorBoard
+                # image (savefig + add_figure would draw twice; add_image would decode and
+                # encode again).
+                png = render_figure(fig)
+                (plots / f"test_{name}.png").write_bytes(png)
+                self.writer._get_file_writer().add_summary(_png_summary(f"test/{name}", png), step)
         write_task(self.run_dir / "task.json", task)
         self.writer.flush()
 
@@ -426,18 +429,28 @@ def resolved_yaml(cfg) -> str:
 #: this narrow, with the text at its size in points, it is shrunk little and stays legible.
 FIGURE_MAX_WIDTH_IN = 5.0
 FIGURE_DPI = 100
+#: white margin kept around what is drawn (savefig's ``pad_inches``).
+FIGURE_PAD_IN = 0.08
 
 
-def render_figure(fig, max_width_in: float = FIGURE_MAX_WIDTH_IN, dpi: int = FIGURE_DPI):
-    """A matplotlib figure as an RGB ``uint8`` array ``[H, W, 3]``, drawn once at ``dpi``,
-    then closed. A figure wider than ``max_width_in`` is narrowed to it (its height kept:
-    text keeps its size in points, so it grows relative to the plot) and laid out again;
-    the image is cropped to what is drawn (``bbox_inches="tight"``), so a legend placed
-    outside the axes is never cut."""
+def render_figure(fig, max_width_in: float = FIGURE_MAX_WIDTH_IN, dpi: int = FIGURE_DPI) -> bytes:
+    """A matplotlib figure as PNG bytes at ``dpi``, then closed. A figure wider than
+    ``max_width_in`` is narrowed to it (its height kept: text keeps its size in points, so it
+    grows relative to the plot) and laid out again. The image is cropped to what is drawn
+    plus ``FIGURE_PAD_IN`` (what ``bbox_inches="tight"`` gives), so a legend placed outside
+    the axes is never cut.
+
+    Drawn once when it can be: a figure whose layout keeps every artist on the canvas (its
+    tight bounding box inside the figure, as the layout engines make it) is drawn on the Agg
+    canvas and its pixels cropped to the non-white ones. ``savefig(bbox_inches="tight")``
+    would draw it twice (a layout pass to measure, then the image). A figure with an artist
+    past its edge goes through ``savefig`` all the same: only it can grow the canvas.
+    """
     import io
 
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
     w, h = fig.get_size_inches()
@@ -445,17 +458,60 @@ def render_figure(fig, max_width_in: float = FIGURE_MAX_WIDTH_IN, dpi: int = FIG
         fig.set_size_inches(max_width_in, h)
         if fig.get_layout_engine() is None:
             fig.tight_layout()
+    try:
+        fig.set_dpi(dpi)
+        fig.set_facecolor("white")
+        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        canvas.draw()
+        drawn = fig.get_tightbbox(canvas.get_renderer())
+        width, height = fig.get_size_inches()
+        slack = 0.5 / dpi  # half a pixel: rounding of the canvas size
+        if drawn.x0 < -slack or drawn.y0 < -slack or drawn.x1 > width + slack or drawn.y1 > height + slack:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=FIGURE_PAD_IN,
+                        facecolor="white")
+            return buffer.getvalue()
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    finally:
+        plt.close(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08, facecolor="white")
-    plt.close(fig)
-    buffer.seek(0)
-    return np.asarray(Image.open(buffer).convert("RGB")).copy()
+    Image.fromarray(np.ascontiguousarray(crop_to_ink(rgb, round(FIGURE_PAD_IN * dpi)))).save(buffer, format="png")
+    return buffer.getvalue()
 
 
-def _save_png(image, path: Path) -> None:
-    from PIL import Image
+def crop_to_ink(rgb, pad: int):
+    """``rgb`` ``[H, W, 3]`` cut to the rows and columns holding a non-white pixel, plus
+    ``pad`` pixels each side (within the image); an all-white image is returned whole."""
+    import numpy as np
 
-    Image.fromarray(image).save(path, optimize=False)
+    ink = (rgb != 255).any(axis=2)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if not len(rows):
+        return rgb
+    return rgb[max(rows[0] - pad, 0) : rows[-1] + 1 + pad, max(cols[0] - pad, 0) : cols[-1] + 1 + pad]
+
+
+#: PNG colour type (IHDR byte 25) -> TensorBoard colour space (channels).
+_PNG_COLORSPACE = {0: 1, 4: 2, 2: 3, 6: 4}
+
+
+def png_header(png: bytes) -> tuple[int, int, int]:
+    """``(height, width, channels)`` of a PNG, read from its IHDR chunk (big-endian width
+    and height at bytes 16..24, colour type at byte 25); a palette image counts as RGB."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    width, height = struct.unpack(">II", png[16:24])
+    return height, width, _PNG_COLORSPACE.get(png[25], 3)
+
+
+def _png_summary(tag: str, png: bytes):
+    """A TensorBoard image summary holding ``png`` as it is: ``add_image`` would take an
+    array and encode it again."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    height, width, channels = png_header(png)
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def _in_multirun() -> bool:
