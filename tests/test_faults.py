@@ -524,3 +524,19 @@ def test_a_killed_sweep_job_is_accounted_for_and_resume_finishes_it(tmp_path, da
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert json.loads((sweep / "0" / "status.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("value", ["runs/lit/a", "/tmp/x-y_z.1", "${now:%Y}", "'quoted dir'", "a,b"])
+def test_a_literal_run_dir_is_what_composing_gives_and_anything_else_is_composed(value, monkeypatch, tmp_path):
+    from softloss_cli.runs import launch_dir
+
+    monkeypatch.chdir(tmp_path)
+    literal = launch_dir._literal_run_dir(["loss=ce", f"hydra.run.dir={value}"])
+    if value in ("runs/lit/a", "/tmp/x-y_z.1"):
+        cfg = launch_dir._compose(["loss=ce", f"hydra.run.dir={value}"], multirun=False)
+        assert literal == Path(str(launch_dir._select(cfg, "hydra.run.dir"))).absolute()
+    else:
+        assert literal is None
+    assert launch_dir._literal_run_dir(["loss=ce"]) is None
+    assert launch_dir._literal_run_dir(["hydra.run.dir=a", "hydra.run.dir=b"]) == tmp_path / "b"
+    assert launch_dir._literal_run_dir(["hydra.run.dir=a", "~hydra.run.dir"]) is None

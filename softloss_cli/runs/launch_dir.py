@@ -78,18 +78,31 @@ def _given(args: list[str], key: str) -> bool:
     return any(a.split("=", 1)[0].lstrip("+~") == key for a in args if "=" in a)
 
 
+def _literal_run_dir(overrides: list[str]) -> Path | None:
+    """The folder of a single run given as a plain path (``hydra.run.dir=runs/x``, the last
+    one given wins, as in Hydra): nothing to compose to know it (a tenth of a second saved).
+    ``None`` when it is not given or holds anything Hydra would interpret (``${...}``,
+    quotes, a sweep list)."""
+    values = [a.split("=", 1)[1] for a in overrides if "=" in a and a.split("=", 1)[0] == "hydra.run.dir"]
+    if not values or any(a.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" and a[0] in "+~" for a in overrides):
+        return None
+    return Path(values[-1]).absolute() if re.fullmatch(r"[\w./\-]+", values[-1]) else None
+
+
 def prepare(args: list[str], multirun: bool) -> Launch:
     """Settle the run (or sweep) directory of ``softloss train ARGS``; see the module doc."""
     flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
     if flags & NO_JOB_FLAGS or os.environ.get("RANK", "0") != "0":
         return Launch(list(args))  # no job, or torchrun's other ranks (rank 0 owns the directory)
     overrides = [a for a in args if not a.startswith("-")]
-    try:
-        cfg = _compose(overrides, multirun)
-        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-        folder = Path(str(_select(cfg, key))).absolute()
-    except Exception:  # noqa: BLE001 - Hydra reports a config that does not compose, in its own words
-        return Launch(list(args))
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = None if multirun else _literal_run_dir(overrides)
+    if folder is None:
+        try:
+            cfg = _compose(overrides, multirun)
+            folder = Path(str(_select(cfg, key))).absolute()
+        except Exception:  # noqa: BLE001 - Hydra reports a config that does not compose, in its own words
+            return Launch(list(args))
     launch = Launch(list(args))
     if not _given(args, key):
         folder = reserve_unique(folder)
