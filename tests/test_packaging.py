@@ -27,7 +27,7 @@ def test_wheel_holds_the_config_tree(wheel):
                  "softloss_cli/configs/hydra/job_logging/softloss.yaml"):
         assert path in names, path
     entry = [n for n in names if n.endswith("entry_points.txt")]
-    assert entry and "softloss = softloss_cli.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
+    assert entry and "softloss = softloss_cli.cli:entry" in zipfile.ZipFile(wheel).read(entry[0]).decode()
 
 
 def test_installed_wheel_composes_its_config_outside_the_clone(wheel, tmp_path):
