@@ -25,7 +25,7 @@ from softloss_cli.metrics.classification import ece  # noqa: E402
 from softloss_cli.plots import classification as plots  # noqa: E402
 from softloss_cli.plots.registry import task_figures  # noqa: E402
 from softloss_cli.tasks import Task  # noqa: E402
-from softloss_cli.train.logger import hparam_values, png_header, scalars_layout  # noqa: E402
+from softloss_cli.train.logger import crop_to_ink, hparam_values, png_header, scalars_layout  # noqa: E402
 
 
 def _outputs(n: int, c: int, seed: int = 0) -> EvalOutputs:
@@ -133,6 +133,16 @@ def test_png_header_matches_pillow(mode, tmp_path):
     assert png_header(buffer.getvalue()) == (11, 37, channels)
     with pytest.raises(ValueError, match="not a PNG"):
         png_header(b"GIF89a" + bytes(30))
+
+
+def test_crop_to_ink_keeps_the_drawn_pixels_and_the_pad():
+    import numpy as np
+
+    rgb = np.full((40, 50, 3), 255, dtype=np.uint8)
+    rgb[10:13, 20:31] = 0
+    assert crop_to_ink(rgb, 4).shape == (3 + 8, 11 + 8, 3)
+    assert crop_to_ink(rgb, 15).shape == (13 + 15, 31 + 15 - 5, 3)  # the pad stops at the top edge, not the left
+    assert crop_to_ink(np.full((5, 6, 3), 255, dtype=np.uint8), 2).shape == (5, 6, 3)
 
 
 def test_custom_scalars_layout_follows_the_task_kind():

@@ -52,8 +52,6 @@ class Normalizer:
         """A whole split normalised at once, ``chunk`` rows at a time (peak memory: the
         float32 result plus two chunks). Elementwise, so every batch sliced from it holds
         the very bits that normalising the batch gives."""
-        if x.dtype != torch.uint8:
-            return x.float()
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         for start in range(0, len(x), chunk):
             out[start : start + chunk] = self(x[start : start + chunk])

@@ -67,9 +67,13 @@ def _drop_log_files(folder: Path) -> None:
                 handler.close()
 
 
+#: a path Hydra's override grammar takes as it is (no quotes, interpolation or list).
+_PLAIN_PATH = re.compile(r"[\w./\-]+")
+
+
 def _quoted(path: Path) -> str:
     text = str(path)
-    if re.fullmatch(r"[\w./\-]+", text):
+    if _PLAIN_PATH.fullmatch(text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -83,10 +87,14 @@ def _literal_run_dir(overrides: list[str]) -> Path | None:
     one given wins, as in Hydra): nothing to compose to know it (a tenth of a second saved).
     ``None`` when it is not given or holds anything Hydra would interpret (``${...}``,
     quotes, a sweep list)."""
-    values = [a.split("=", 1)[1] for a in overrides if "=" in a and a.split("=", 1)[0] == "hydra.run.dir"]
-    if not values or any(a.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" and a[0] in "+~" for a in overrides):
-        return None
-    return Path(values[-1]).absolute() if re.fullmatch(r"[\w./\-]+", values[-1]) else None
+    value = None
+    for override in overrides:
+        name, _, given = override.partition("=")
+        if name.lstrip("+~") == "hydra.run.dir":
+            if name != "hydra.run.dir":  # appended or deleted: Hydra's rules, not ours
+                return None
+            value = given
+    return Path(value).absolute() if value is not None and _PLAIN_PATH.fullmatch(value) else None
 
 
 def prepare(args: list[str], multirun: bool) -> Launch:

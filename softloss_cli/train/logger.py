@@ -468,8 +468,7 @@ def render_figure(fig, max_width_in: float = FIGURE_MAX_WIDTH_IN, dpi: int = FIG
         slack = 0.5 / dpi  # half a pixel: rounding of the canvas size
         if drawn.x0 < -slack or drawn.y0 < -slack or drawn.x1 > width + slack or drawn.y1 > height + slack:
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=FIGURE_PAD_IN,
-                        facecolor="white")
+            fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=FIGURE_PAD_IN)
             return buffer.getvalue()
         rgb = np.asarray(canvas.buffer_rgba())[..., :3]
     finally:
