@@ -57,3 +57,49 @@ def test_list_unknown_section(cli):
     proc = cli("list", "nope")
     assert proc.returncode == 2
     assert "unknown list 'nope'" in proc.stderr
+
+
+EXIT_NOW_SCRIPT = """
+import atexit, sys, threading, time
+from softloss_cli.cli import exit_now
+
+atexit.register(lambda: open(sys.argv[1], "w").write("atexit ran"))
+
+def worker():
+    time.sleep(0.3)
+    open(sys.argv[2], "w").write("thread finished")
+
+threading.Thread(target=worker).start()
+print("buffered, no newline", end="")
+print("on stderr", end="", file=sys.stderr)
+exit_now(3)
+print("not reached")
+"""
+
+
+def test_exit_now_keeps_what_the_normal_shutdown_would_finish(tmp_path):
+    """The console script's exit: the code given, a non-daemon thread waited for, atexit
+    functions run, buffered stdout/stderr (a pipe, PYTHONUNBUFFERED unset) flushed."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    marks = tmp_path / "atexit.txt", tmp_path / "thread.txt"
+    proc = subprocess.run([sys.executable, "-c", EXIT_NOW_SCRIPT, *map(str, marks)], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 3
+    assert proc.stdout == "buffered, no newline"
+    assert proc.stderr == "on stderr"
+    assert marks[0].read_text() == "atexit ran"
+    assert marks[1].read_text() == "thread finished"
+
+
+def test_console_entry_exit_code_and_buffered_output(tmp_path):
+    """``python -m softloss_cli`` through ``entry``: output written before the quick exit
+    reaches a pipe, and a refused command keeps its exit code."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    ok = subprocess.run([sys.executable, "-m", "softloss_cli", "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0 and "rps" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "softloss_cli", "trian"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("softloss: error: unknown command")

@@ -81,6 +81,26 @@ def test_single_label_figures_reliability_and_log_scale_confusion():
         matplotlib.pyplot.close(fig)
 
 
+def test_log_count_axes_are_labelled_in_plain_text():
+    """Every log-scaled axis of the ordinal figures (reliability counts, confusion colour bar,
+    samples per class) labels its ticks as plain numbers, not mathtext (``$10^{2}$``)."""
+    out = _outputs(4000, 30)
+    figures = task_figures(out, Task("ordinal", 30))
+    log_axes = 0
+    for fig in figures.values():
+        fig.canvas.draw()
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                if axis.get_scale() != "log":
+                    continue
+                log_axes += 1
+                labels = [t.get_text() for t in axis.get_ticklabels() + axis.get_ticklabels(minor=True) if t.get_text()]
+                assert labels and not any("$" in label for label in labels), labels
+                assert {"1", "10", "100"} & set(labels), labels
+        matplotlib.pyplot.close(fig)
+    assert log_axes == 3
+
+
 @pytest.mark.parametrize("temperature", [0.2, 5.0])  # over-confident, under-confident
 def test_reliability_legend_explains_every_colour(temperature):
     """No translucent bar over another (a colour of its own, in no legend): every bar is

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from softloss_cli.metrics import EvalOutputs
-from softloss_cli.plots.registry import figure
+from softloss_cli.plots.registry import figure, plain_log_ticks
 
 __all__ = ["confusion_counts", "confusion_matrix_figure", "reliability_figure", "reliability_multilabel"]
 
@@ -96,6 +96,7 @@ def _diagram(confidence, accuracy, count, *, xlabel: str, ylabel: str, title: st
     bottom.bar(centres, count.numpy(), width=width, color="grey", edgecolor="black", linewidth=0.5)
     if int(count.max()) > 0:
         bottom.set_yscale("log")
+        plain_log_ticks(bottom.yaxis)
     bottom.set_xlabel(xlabel)
     bottom.set_ylabel("count")
     return fig
@@ -154,7 +155,8 @@ def confusion_matrix_figure(counts: torch.Tensor, class_names, title: str = "con
     vmax = max(1.0, float(array.max()))
     image = ax.imshow(masked, cmap=cmap, norm=LogNorm(vmin=1.0, vmax=max(vmax, 1.0 + 1e-9)),
                       interpolation="nearest", origin="upper")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="count (log scale)")
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8, label="count (log scale)")
+    plain_log_ticks(colorbar.ax.yaxis)
     step = max(1, int(np.ceil(c / 15)))  # at most ~15 labels an axis: legible in a TensorBoard card
     ticks = np.arange(0, c, step)
     names = [str(class_names[i]) if i < len(class_names) else str(i) for i in ticks]

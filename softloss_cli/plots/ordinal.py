@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from softloss_cli.metrics.ordinal import expected_values, mae_per_class
-from softloss_cli.plots.registry import figure
+from softloss_cli.plots.registry import figure, plain_log_ticks
 
 
 @figure("ordinal")
@@ -44,6 +44,7 @@ def ordinal_figures(outputs, task) -> dict:
     shown = torch.where(count > 0, count.to(torch.float64), torch.nan)  # log axis: no 0; absent = gap
     counts.step(x, shown.numpy(), where="mid", color="0.5", linewidth=1, label="samples")
     counts.set_yscale("log")
+    plain_log_ticks(counts.yaxis)
     counts.set_ylabel("samples (log)", color="0.4")
     counts.tick_params(axis="y", colors="0.4")
     handles = ax.get_legend_handles_labels()[0] + counts.get_legend_handles_labels()[0]

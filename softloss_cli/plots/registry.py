@@ -44,3 +44,18 @@ def _import_families() -> None:
     from softloss_cli.registry import import_families
 
     import_families("softloss_cli.plots", FAMILIES)
+
+
+def plain_log_ticks(axis) -> None:
+    """Label a log-scaled ``axis`` (``ax.yaxis``, a colorbar's ``cax.yaxis``) in plain text:
+    ``1``, ``10``, ``100``, ``1e+05`` instead of matplotlib's default ``$10^{2}$``.
+
+    The default formatter writes mathtext, whose parser (pyparsing) costs more than the rest
+    of a small figure's text together; counts read as well written out. Minor ticks get labels
+    only where matplotlib's default would give them (an axis spanning under about a decade).
+    """
+    from matplotlib.ticker import LogFormatter
+
+    base = axis.get_transform().base
+    axis.set_major_formatter(LogFormatter(base))
+    axis.set_minor_formatter(LogFormatter(base, labelOnlyBase=False))
