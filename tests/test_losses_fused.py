@@ -244,6 +244,19 @@ def _kappa_tables(c):
     return w, w.t().contiguous()
 
 
+def _kl_table(c):
+    """unimodal's (q, q log q, q sum) per class: binomial soft labels, whose far tail is 0."""
+    from softloss_cli.losses.unimodal import UnimodalLoss
+
+    return UnimodalLoss(family="binomial", eta=0.9)._cached(c, "cpu")
+
+
+def _kl_per_row(labels, c):
+    """SORD-like soft labels, one row per sample: q = softmax(-|k - y|), q log q, q sum."""
+    q = torch.softmax(-(torch.arange(c)[None, :] - labels[:, None]).abs().float(), dim=1)
+    return q, torch.special.xlogy(q, q).sum(dim=1), q.sum(dim=1)
+
+
 def _kernel_cases():
     from softloss_cli.losses import average_k, kappa, multilabel, negative, ordinal, ordinal_heads
 
@@ -270,6 +283,8 @@ def _kernel_cases():
                               None)),
             (f"bce C={c}", multilabel.bce_rows, lambda z, y, m: (z, m)),
             (f"bce_one_hot C={c}", average_k.bce_one_hot_rows, lambda z, y, m: (z, y, 0.3, 0.5)),
+            (f"kl table C={c}", ordinal.kl_rows, lambda z, y, m: (z, y, *_kl_table(z.shape[1]))),
+            (f"kl rows C={c}", ordinal.kl_rows, lambda z, y, m: (z, None, *_kl_per_row(y, z.shape[1]))),
         ]
         cases += [
             (f"mce C={c}", kappa.mce_rows, lambda z, y, m: (z, y, None)),

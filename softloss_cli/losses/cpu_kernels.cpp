@@ -211,7 +211,7 @@ inline int small_int(float g) { return (g == std::floor(g) && g >= 0.f && g <= 1
 // scan and max is a vertical operation across k, kLanes rows at once, with no remainders.
 constexpr int64_t kLanes = 16;
 // The transposed kernels run for C up to kShortRow; those whose row kernel is one softmax pass
-// and a few sums (nl, the two-head CE, the kappa statistics) only up to kShortSoftmaxRow: past
+// and a few sums (nl, the two-head CE, the kappa statistics, KL to a soft label) only up to kShortSoftmaxRow: past
 // it the row kernel is as fast or faster (B = 4096: equal at C = 48, 1.1-1.5x faster at 64).
 constexpr int64_t kShortRow = 128;
 constexpr int64_t kShortSoftmaxRow = 40;
@@ -871,12 +871,61 @@ int64_t two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0
   return 0;
 }
 
+}  // extern "C"
+
+namespace {
+// kl_rows for C <= kShortSoftmaxRow, transposed (see load_lanes): the block's rows of q are gathered by
+// label straight into lanes, and log s = log sum_k exp(z_k - m) is one vector logf per block.
+int64_t kl_rows_short(const float* z, const int64_t* target, const float* q, const float* q_log_q,
+                      const float* q_sum, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+  std::vector<float> buf(3 * C * kLanes);
+  float *t = buf.data(), *e = t + C * kLanes, *qt = e + C * kLanes;
+  alignas(64) float m[kLanes], s[kLanes], shift[kLanes], dot[kLanes], scale[kLanes];
+  const float* qrows[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const int64_t r = b0 + (l < n ? l : 0);
+      qrows[l] = q + (target ? target[r] : r) * C;
+    }
+    load_lanes(z + b0 * C, C, n, t);
+    load_lanes(qrows, C, n, qt);
+    lanes_shifted_exp(t, C, m, e, s);
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      shift[l] = m[l] + logf(s[l]);  // log p_k = z_k - shift
+      dot[l] = 0.f;
+    }
+    for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) dot[l] += qt[k * kLanes + l] * (t[k * kLanes + l] - shift[l]);
+    }
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t row = target ? target[b0 + l] : b0 + l;
+      values[b0 + l] = q_log_q[row] - dot[l];
+      scale[l] = q_sum[row] / s[l];
+    }
+    if (!grad) continue;
+    for (int64_t l = n; l < kLanes; ++l) scale[l] = 0.f;
+    for (int64_t k = 0; k < C; ++k) {
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) e[k * kLanes + l] = e[k * kLanes + l] * scale[l] - qt[k * kLanes + l];
+    }
+    store_lanes(e, C, n, grad + b0 * C);
+  }
+  return 0;
+}
+}  // namespace
+
+extern "C" {
+
 // ordinal.kl_rows: KL(q || softmax(z)) = q_log_q - sum_k q_k log p_k; grad p * q_sum - q. With
 // `target`, q [N, C], q_log_q [N], q_sum [N] are per-class tables (row target[b], N = q_rows);
 // else per row.
 int64_t kl_rows(const float* z, const int64_t* target, const float* q, const float* q_log_q, const float* q_sum,
                 int64_t q_rows, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
   if (const int64_t bad = bad_label(target, r0, r1, q_rows)) return bad;
+  if (C <= kShortSoftmaxRow) return kl_rows_short(z, target, q, q_log_q, q_sum, C, r0, r1, values, grad);
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
