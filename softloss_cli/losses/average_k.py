@@ -295,19 +295,21 @@ class TwoHeadLoss(SoftmaxLoss):
             bce, grad_bce = fused.call(bce_rows, aux_logits.detach(), pseudo, want_grad=needs_grad(aux_logits))
         weight = self.aux_weight / logits.shape[1]  # the BCE is a mean over classes
         values = with_grads(torch.add(ce, bce, alpha=weight), (logits, grad_ce, 1.0), (aux_logits, grad_bce, weight))
+        c, b = logits.shape[1], logits.shape[0]
+        positives = 1.0 + extra / b if self.threshold == "batch" else None
+        # batch threshold: exactly the labels plus the extra entries (no pass over pseudo)
         self._parts = {
-            "ce": ce.mean(),
-            "aux_bce": bce.mean() / logits.shape[1],
+            "ce": lambda: ce.mean(),
+            "aux_bce": lambda: bce.mean() / c,
             "pseudo_threshold": boundary.detach(),
-            # batch threshold: exactly the labels plus the extra entries (no pass over pseudo)
-            "pseudo_positives": (torch.full((), 1.0 + extra / logits.shape[0], device=logits.device)
-                                 if self.threshold == "batch" else pseudo.sum(dim=1).mean()),
+            "pseudo_positives": (lambda: torch.full((), positives, device=logits.device)) if positives is not None
+            else (lambda: pseudo.sum(dim=1).mean()),
         }
         return values
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         loss = super().forward(logits, target, **aux)
-        self.last_parts.update(self._parts)
+        self.last_parts.merge(self._parts)  # functions: means taken when read
         return loss
 
 

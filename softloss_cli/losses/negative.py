@@ -163,6 +163,12 @@ def nl_rows_kernel(z: torch.Tensor, label: torch.Tensor, positive: torch.Tensor,
     return total, grad, ce, neg
 
 
+def _side_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values [B]`` over the rows where ``rows [B]`` (bool) holds; 0 for none. No host sync."""
+    keep = rows.to(values.dtype)
+    return (values * keep).sum() / keep.sum().clamp_min(1.0)
+
+
 class PartialLoss(SoftmaxLoss):
     """Base of the negative-label losses: targets ``[B, 2]`` = (label, is_positive).
 
@@ -223,10 +229,8 @@ class PartialLoss(SoftmaxLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         loss = super().forward(logits, target, **aux)
         positive, ce, neg = self._terms
-        pos = positive.to(ce.dtype)
-        # Means over each side of the batch without a host sync (clamp: a side may be empty).
-        self.last_parts["pos_ce"] = (ce * pos).sum() / pos.sum().clamp_min(1.0)
-        self.last_parts["neg_term"] = (neg * (1 - pos)).sum() / (1 - pos).sum().clamp_min(1.0)
+        self.last_parts.later("pos_ce", lambda: _side_mean(ce, positive))
+        self.last_parts.later("neg_term", lambda: _side_mean(neg, ~positive))
         self._terms = None
         return loss
 

@@ -135,7 +135,7 @@ class OrdinalLoss(SoftmaxLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         self._extra_parts: dict[str, torch.Tensor] = {}
         loss = super().forward(logits, target, **aux)
-        self.last_parts.update(self._extra_parts)
+        self.last_parts.merge(self._extra_parts)  # functions: means taken when read
         return loss
 
 
@@ -299,7 +299,7 @@ class ExpectedValueL1Loss(OrdinalLoss):
         values = self.values(logits.shape[1], logits.device)
         total, ev_l1, ce = row_loss(ev_l1_rows, logits, target, values, self.ce_weight)
         if self.ce_weight > 0:
-            self._extra_parts = {"ev_l1": ev_l1.mean(), "ce": ce.mean()}
+            self._extra_parts = {"ev_l1": lambda: ev_l1.mean(), "ce": lambda: ce.mean()}  # taken when read
         return total
 
 
