@@ -443,7 +443,8 @@ def test_the_build_is_cached_by_source_flags_and_cpu(monkeypatch, tmp_path):
 
 
 @needs_kernels
-@pytest.mark.parametrize("b,c,count", [(64, 30, 64), (512, 100, 512), (300, 1081, 300), (40, 5, 100), (3, 4, 9)])
+@pytest.mark.parametrize("b,c,count", [(64, 30, 64), (512, 100, 512), (300, 1081, 300), (40, 5, 100), (3, 4, 9),
+                                       (4096, 30, 4096), (4096, 30, 9000)])
 def test_the_pseudo_label_kernel_picks_the_eager_entries(b, c, count):
     """Average-K's batch pseudo-labels: the same boundary and the same entries as the eager topk
     (which of the entries tied at the boundary are taken is the order's: the kernel takes them in
@@ -453,7 +454,8 @@ def test_the_pseudo_label_kernel_picks_the_eager_entries(b, c, count):
     g = torch.Generator().manual_seed(b)
     probs = torch.softmax(torch.randn(b, c, generator=g) * 2, dim=1)
     probs[0, :] = 1.0 / c  # ties
-    probs = (probs * 64).round() / 64  # many ties at any boundary
+    if b < 4096:  # the benchmark's size keeps distinct values (the sampled selection, its radix select)
+        probs = (probs * 64).round() / 64  # many ties at any boundary
     y = torch.randint(0, c, (b,), generator=g)
     others = probs.scatter(1, y[:, None], -1.0)
     want = batch_pseudo_labels(others, y, count)

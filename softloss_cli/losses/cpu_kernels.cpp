@@ -1344,6 +1344,36 @@ inline void block_keys(const float* others, int64_t j0, int64_t len, uint32_t* k
 // entries of that bin (few) are refined on the next 11 bits, then on the last 10.
 static void select_largest(const float* others, int64_t n, int64_t count, uint32_t* kb, int64_t* last_tie);
 
+// The count-th largest of keys (all >= base, 1 <= count <= keys.size()): a radix select, 11 bits
+// of key - base at a time from the top. std::nth_element on the ~1.3 count candidates of
+// select_largest_sampled cost more than the rest of it together (a mispredicted branch per
+// comparison); a histogram pass has no data-dependent branch.
+static uint32_t kth_largest_key(const std::vector<uint32_t>& all, uint32_t base, int64_t count) {
+  uint32_t top = base;
+  for (const uint32_t k : all) top = k > top ? k : top;
+  int bits = top > base ? 32 - __builtin_clz(top - base) : 0;
+  std::vector<uint32_t> keys;
+  const std::vector<uint32_t>* cur = &all;
+  int64_t need = count;
+  while (true) {
+    const int shift = bits > 11 ? bits - 11 : 0;
+    int64_t hist[2048] = {0};
+    for (const uint32_t k : *cur) ++hist[(k - base) >> shift];
+    int64_t bin = 2047;
+    while (bin > 0 && hist[bin] < need) need -= hist[bin--];
+    const uint32_t lo = base + (static_cast<uint32_t>(bin) << shift);
+    if (shift == 0) return lo;
+    std::vector<uint32_t> next;
+    next.reserve(static_cast<size_t>(hist[bin]));
+    for (const uint32_t k : *cur)
+      if (((k - base) >> shift) == static_cast<uint32_t>(bin)) next.push_back(k);
+    keys.swap(next);
+    cur = &keys;
+    base = lo;
+    bits = shift;
+  }
+}
+
 // select_largest when count is a small part of n: a strided sample (n / 64 entries, 2k..16k) gives a
 // bound with somewhat more than count entries above it (expected 1.25 count + 64); one pass
 // collects those candidates in index order, and the selection runs on them alone. False (and
@@ -1358,28 +1388,56 @@ static bool select_largest_sampled(const float* others, int64_t n, int64_t count
   const int64_t r = std::min(m, static_cast<int64_t>(1.25 * static_cast<double>(count) * m / n) + 64);
   std::nth_element(sample.begin(), sample.begin() + (m - r), sample.end());
   const uint32_t bound = sample[m - r];
-  std::vector<int64_t> cand;
-  std::vector<uint32_t> cand_keys;
-  uint32_t kbuf[kKeyBlock];
-  int64_t hits[kKeyBlock + 1];
-  for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
-    const int64_t len = std::min(kKeyBlock, n - j0);
-    block_keys(others, j0, len, kbuf);
-    int64_t found = 0;
-    for (int64_t u = 0; u < len; ++u) {  // without a branch (one slot to spare)
-      hits[found] = u;
-      found += kbuf[u] >= bound;
+  // Candidates written at nc, with room for 16 more past it (the vector path stores 16 at once).
+  size_t cap = static_cast<size_t>(r * step + 64) + 16, nc_ = 0;
+  std::vector<int64_t> cand(cap);
+  std::vector<uint32_t> cand_keys(cap);
+  auto room = [&]() {
+    if (nc_ + 16 > cap) {
+      cap *= 2;
+      cand.resize(cap);
+      cand_keys.resize(cap);
     }
-    for (int64_t h = 0; h < found; ++h) {
-      cand.push_back(j0 + hits[h]);
-      cand_keys.push_back(kbuf[hits[h]]);
+  };
+  int64_t j0 = 0;
+#if defined(__AVX512F__)
+  // 16 entries at a time: order keys (u ^ (sign-extended sign | sign bit)), an unsigned compare
+  // with the bound, and the passing keys and indices compressed in registers and stored whole;
+  // one entry per step (the loop below) took longer than the rest of the selection.
+  {
+    const __m512i vbound = _mm512_set1_epi32(static_cast<int32_t>(bound));
+    const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j0 + 16 <= n && j0 + 16 <= INT32_MAX; j0 += 16) {
+      const __m512i u = _mm512_loadu_si512(others + j0);
+      const __m512i key = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), sign));
+      const __mmask16 pass = _mm512_cmp_epu32_mask(key, vbound, _MM_CMPINT_NLT);
+      if (!pass) continue;
+      room();
+      const __m512i idx = _mm512_maskz_compress_epi32(pass, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j0))));
+      _mm512_storeu_si512(cand_keys.data() + nc_, _mm512_maskz_compress_epi32(pass, key));
+      _mm512_storeu_si512(cand.data() + nc_, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(idx)));
+      _mm512_storeu_si512(cand.data() + nc_ + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(idx, 1)));
+      nc_ += static_cast<size_t>(__builtin_popcount(pass));
     }
   }
+#endif
+  uint32_t kbuf[kKeyBlock];
+  for (; j0 < n; j0 += kKeyBlock) {
+    const int64_t len = std::min(kKeyBlock, n - j0);
+    block_keys(others, j0, len, kbuf);
+    for (int64_t u = 0; u < len; ++u) {  // without a branch (room for one more)
+      if (nc_ + 1 > cap - 16) room();
+      cand[nc_] = j0 + u;
+      cand_keys[nc_] = kbuf[u];
+      nc_ += kbuf[u] >= bound;
+    }
+  }
+  cand.resize(nc_);
+  cand_keys.resize(nc_);
   const int64_t nc = static_cast<int64_t>(cand.size());
   if (nc < count) return false;
-  std::vector<uint32_t> sorted_keys(cand_keys);
-  std::nth_element(sorted_keys.begin(), sorted_keys.begin() + (nc - count), sorted_keys.end());
-  *kb = sorted_keys[nc - count];
+  *kb = kth_largest_key(cand_keys, bound, count);
   int64_t need = count;  // less those above the boundary: the ties to take, in index order
   for (const uint32_t k : cand_keys) need -= k > *kb;
   for (int64_t h = 0; h < nc; ++h)
