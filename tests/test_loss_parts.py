@@ -35,3 +35,23 @@ def test_nl_parts_read_later_are_the_batch_means_of_that_call():
     ce = -log_p.gather(1, label[:, None]).squeeze(1)
     torch.testing.assert_close(parts["pos_ce"].double(), ce[positive].mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(parts["neg_term"].double(), (-torch.log1p(-p_l))[~positive].mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_partial_losses_scale_by_positives_the_same_on_both_paths(monkeypatch):
+    """``normalize='positives'``: the CPU path (the factor as a number, inside the rows) and the
+    device path (a tensor factor, no host sync) give the same loss and gradient."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(50, 6, generator=g)
+    target = torch.stack([torch.randint(0, 6, (50,), generator=g), (torch.rand(50, generator=g) < 0.3).long()], dim=1)
+    for name in ("nl", "negated_ce"):
+        results = []
+        for compiling in (False, True):
+            monkeypatch.setattr(torch.compiler, "is_compiling", lambda c=compiling: c)
+            z = logits.clone().requires_grad_()
+            value = LOSSES.get(name)()(z, target)
+            value.backward()
+            results.append((value.detach(), z.grad))
+        torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-8)
+        positives = int(target[:, 1].sum())
+        assert positives and abs(float(results[0][0])) > 0  # the factor 50 / positives applied on both

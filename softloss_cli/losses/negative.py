@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from softloss_cli.losses import fused, kernels
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, log1m_softmax_at, row_loss, scaled_float
+from softloss_cli.losses.base import (
+    LOSSES,
+    SoftmaxLoss,
+    log1m_softmax_at,
+    needs_grad,
+    scaled_float,
+    with_grad,
+)
 
 __all__ = [
     "NegatedCrossEntropyLoss",
@@ -207,24 +214,29 @@ class PartialLoss(SoftmaxLoss):
     def negative_term(self, logits: torch.Tensor, label: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-        """Per-sample values ``[B]``: CE on positive rows, ``w * negative_term`` on the others."""
+    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """Per-sample values ``[B]`` times ``scale``: CE on positive rows, ``w * negative_term`` on the others."""
         lse = torch.logsumexp(logits, dim=-1)
         ce = lse - logits.gather(1, label[:, None]).squeeze(1)  # -log p_label, same as cross_entropy
         neg = self.negative_term(logits, label, lse)
         self._terms = (positive, ce.detach(), neg.detach())
         # Both branches are finite with finite gradients for finite logits, so torch.where
         # (which still differentiates the branch it does not pick, times 0) stays NaN-free.
-        return torch.where(positive, ce, self.neg_weight * neg)
+        values = torch.where(positive, ce, self.neg_weight * neg)
+        return values if scale == 1.0 else values * scale
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         label, positive = split_partial_targets(target)
+        if not (self.normalize == "positives" and self.reduction == "mean"):
+            return self.rows(logits, label, positive)
+        # Scaled so that the batch mean becomes sum / #positives. On the CPU the factor is read
+        # as a number (no device to wait for) and goes into the rows' own values and gradient:
+        # no tensor ops for it, and backward keeps the one-multiply path of a plain batch mean.
+        # Elsewhere it stays a tensor (no host sync).
+        if logits.device.type == "cpu" and not torch.compiler.is_compiling():
+            return self.rows(logits, label, positive, scale=positive.numel() / max(int(positive.sum()), 1))
         values = self.rows(logits, label, positive)
-        if self.normalize == "positives" and self.reduction == "mean":
-            # Scale so that the batch mean becomes sum / #positives (no host sync).
-            count = positive.sum().to(values.dtype).clamp_min(1.0)
-            values = values * (positive.numel() / count)
-        return values
+        return values * (positive.numel() / positive.sum().to(values.dtype).clamp_min(1.0))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         loss = super().forward(logits, target, **aux)
@@ -266,10 +278,11 @@ class NegativeLearningLoss(PartialLoss):
     def negative_term(self, logits, label, lse):
         return negative_log_complement(logits, label, lse)
 
-    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-        total, ce, neg = row_loss(nl_rows, logits, label, positive, self.neg_weight)
+    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        total, grad, ce, neg = fused.call(nl_rows, logits.detach(), label, positive, self.neg_weight,
+                                          want_grad=needs_grad(logits))
         self._terms = (positive, ce, neg)
-        return total
+        return with_grad(logits, total if scale == 1.0 else total * scale, grad, scale)
 
 
 @LOSSES.register("negated_ce", "CE on positives, -CE on negatives: unbounded, diverges (cautionary baseline)")
@@ -298,11 +311,12 @@ class NegatedCrossEntropyLoss(PartialLoss):
     def negative_term(self, logits, label, lse):
         return logits.gather(1, label[:, None]).squeeze(1) - lse  # log p_l = -CE
 
-    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    def rows(self, logits: torch.Tensor, label: torch.Tensor, positive: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         # One fused cross-entropy for both sides: the negative term is -w * CE.
         ce = F.cross_entropy(logits, label, reduction="none")
-        self._terms = (positive, ce.detach(), -ce.detach())
-        sign = torch.where(positive, torch.ones_like(ce), torch.full_like(ce, -self.neg_weight))
+        detached = ce.detach()
+        self._terms = (positive, detached, -detached)
+        sign = torch.where(positive, scale, -self.neg_weight * scale)
         return ce * sign
 
 
