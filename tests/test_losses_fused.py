@@ -117,7 +117,7 @@ def test_auto_mode_picks_the_kernel_then_the_compiled_path_where_each_pays():
     large CPU inputs and never when marked eager_on_cpu; 'off' never fuses, 'compile' always
     compiles, 'kernel' runs kernels only."""
     from softloss_cli.losses.multilabel import softmax_ml_rows
-    from softloss_cli.losses.ordinal import cdw_rows, ev_l1_rows
+    from softloss_cli.losses.ordinal import cdw_rows
 
     small = torch.zeros(8, 5)
     big = torch.zeros(fused.CPU_MIN_ELEMENTS // 8, 8)
@@ -126,11 +126,11 @@ def test_auto_mode_picks_the_kernel_then_the_compiled_path_where_each_pays():
         assert fused.path_for(small, cdw_rows) == expected
         assert fused.path_for(small, softmax_ml_rows) == "eager"  # no kernel, too small to compile
         assert fused.path_for(big, softmax_ml_rows) == ("compiled" if fused.available(big.device) else "eager")
-        fused.eager_on_cpu(ev_l1_rows)
+        fused.eager_on_cpu(softmax_ml_rows)
         try:
-            assert fused.path_for(big, ev_l1_rows) == "eager"  # measured faster eagerly on the CPU
+            assert fused.path_for(big, softmax_ml_rows) == "eager"  # as if measured faster eagerly on the CPU
         finally:
-            fused._eager_cpu.discard(ev_l1_rows)
+            fused._eager_cpu.discard(softmax_ml_rows)
     with fused.mode_as("off"):
         assert fused.path_for(big, cdw_rows) == "eager"
     with fused.mode_as("compile"):
@@ -283,6 +283,9 @@ def _kernel_cases():
                               None)),
             (f"bce C={c}", multilabel.bce_rows, lambda z, y, m: (z, m)),
             (f"bce_one_hot C={c}", average_k.bce_one_hot_rows, lambda z, y, m: (z, y, 0.3, 0.5)),
+            (f"ev_l1 C={c}", ordinal.ev_l1_rows, lambda z, y, m: (z, y, torch.arange(z.shape[1]).float(), 0.0)),
+            (f"ev_l1_ce values C={c}", ordinal.ev_l1_rows,
+             lambda z, y, m: (z, y, torch.linspace(-2.0, 5.0, z.shape[1]) ** 2, 0.5)),
             (f"kl table C={c}", ordinal.kl_rows, lambda z, y, m: (z, y, *_kl_table(z.shape[1]))),
             (f"kl rows C={c}", ordinal.kl_rows, lambda z, y, m: (z, None, *_kl_per_row(y, z.shape[1]))),
         ]

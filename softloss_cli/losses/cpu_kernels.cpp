@@ -919,6 +919,97 @@ int64_t kl_rows_short(const float* z, const int64_t* target, const float* q, con
 
 extern "C" {
 
+}  // extern "C"
+
+namespace {
+// ev_l1_rows for C <= kShortRow, transposed (see load_lanes): E, log s and the gradient's
+// factors are vertical operations over the block's 16 rows.
+int64_t ev_l1_rows_short(const float* z, const int64_t* y, const float* v, float w, int64_t C, int64_t r0, int64_t r1,
+                         float* total, float* ev, float* ce, float* grad) {
+  std::vector<float> buf(2 * C * kLanes);
+  float *t = buf.data(), *e = t + C * kLanes;
+  alignas(64) float m[kLanes], s[kLanes], inv[kLanes], ex[kLanes], sg[kLanes], zy[kLanes], ls[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    load_lanes(z + b0 * C, C, n, t);
+    lanes_shifted_exp(t, C, m, e, s);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      ex[l] = 0.f;
+      zy[l] = l < n ? z[(b0 + l) * C + y[b0 + l]] : 0.f;
+    }
+    for (int64_t k = 0; k < C; ++k) {
+      const float vk = v[k];
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) ex[l] += e[k * kLanes + l] * vk;
+    }
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      inv[l] = 1.f / s[l];
+      ex[l] *= inv[l];  // E = sum_k p_k v_k
+      ls[l] = logf(s[l]);
+    }
+    for (int64_t l = 0; l < n; ++l) {
+      const float diff = ex[l] - v[y[b0 + l]];
+      sg[l] = static_cast<float>((diff > 0.f) - (diff < 0.f));
+      const float a = std::fabs(diff);
+      ev[b0 + l] = a;
+      const float c = m[l] + ls[l] - zy[l];  // -log p_y
+      if (ce) ce[b0 + l] = c;
+      total[b0 + l] = w > 0.f ? a + w * c : a;
+    }
+    if (!grad) continue;
+    for (int64_t l = n; l < kLanes; ++l) sg[l] = 0.f;
+    for (int64_t k = 0; k < C; ++k) {  // p_k (s (v_k - E) + w)
+      const float vk = v[k];
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) e[k * kLanes + l] *= inv[l] * (sg[l] * (vk - ex[l]) + w);
+    }
+    store_lanes(e, C, n, grad + b0 * C);
+    if (w > 0.f)
+      for (int64_t l = 0; l < n; ++l) grad[(b0 + l) * C + y[b0 + l]] -= w;
+  }
+  return 0;
+}
+}  // namespace
+
+extern "C" {
+
+// ordinal.ev_l1_rows: |E - v_y| + w (-log p_y), E = sum_k p_k v_k; grad p_k (s (v_k - E) + w) - w 1[k = y],
+// s = sign(E - v_y). `ce` may be null (w = 0: no CE term).
+int64_t ev_l1_rows(const float* z, const int64_t* y, const float* v, float w, int64_t C, int64_t r0, int64_t r1,
+                   float* total, float* ev, float* ce, float* grad) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
+  if (C <= kShortRow) return ev_l1_rows_short(z, y, v, w, C, r0, r1, total, ev, ce, grad);
+  Scratch buf(C, 1);
+  std::vector<float> m(chunk_rows(C));
+  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
+    const int64_t n = std::min(chunk_rows(C), r1 - c0);
+    const float* zc = z + c0 * C;
+    shifted_exp(zc, C, n, m.data(), buf[0]);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t r = c0 + i, yr = y[r];
+      float* e = buf[0] + i * C;
+      const float sum = row_sum(e, C), inv = 1.f / sum;
+      float ex = 0.f;
+#pragma omp simd reduction(+ : ex)
+      for (int64_t k = 0; k < C; ++k) ex += e[k] * v[k];
+      ex *= inv;
+      const float diff = ex - v[yr];
+      const float sg = static_cast<float>((diff > 0.f) - (diff < 0.f));
+      ev[r] = std::fabs(diff);
+      const float c = m[i] + std::log(sum) - zc[i * C + yr];
+      if (ce) ce[r] = c;
+      total[r] = w > 0.f ? ev[r] + w * c : ev[r];
+      if (!grad) continue;
+      float* gr = grad + r * C;
+#pragma omp simd
+      for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * inv * (sg * (v[k] - ex) + w);
+      gr[yr] -= w;
+    }
+  }
+  return 0;
+}
+
 // ordinal.kl_rows: KL(q || softmax(z)) = q_log_q - sum_k q_k log p_k; grad p * q_sum - q. With
 // `target`, q [N, C], q_log_q [N], q_sum [N] are per-class tables (row target[b], N = q_rows);
 // else per row.

@@ -55,6 +55,7 @@ SIGNATURES = {
     "focal_rows": (_P, _P, _F, _F, _F, _I, _I, _I, _P, _P),
     "asl_rows": (_P, _P, _F, _F, _F, _C, _I, _I, _I, _P, _P),
     "kl_rows": (_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P),
+    "ev_l1_rows": (_P, _P, _P, _F, _I, _I, _I, _P, _P, _P, _P),
     "binary_rows": (_P, _P, _P, _C, _I, _I, _I, _P, _P),
     "kappa_stats": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P),
     "kappa_grad": (_P, _P, _P, _P, _F, _F, _F, _P, _P, _P, _P, _I, _I, _I),

@@ -330,6 +330,21 @@ def ev_l1_rows(z: torch.Tensor, target: torch.Tensor, values: torch.Tensor, ce_w
     return total, grad, ev_l1, ce
 
 
+@fused.kernel_of(ev_l1_rows)
+def ev_l1_rows_kernel(z: torch.Tensor, target: torch.Tensor, values: torch.Tensor, ce_weight: float,
+                      want_grad: bool = True):
+    """``ev_l1_rows`` as one CPU kernel (``cpu_kernels.cpp``): one softmax pass, E, and the gradient."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.index(target)
+    total, ev_l1 = z.new_empty(b), z.new_empty(b)
+    ce = z.new_empty(b) if ce_weight > 0 else None
+    grad = torch.empty_like(z) if want_grad else None
+    kernels.launch("ev_l1_rows", b, z, target, values.float().contiguous(), float(ce_weight), c, kernels.ROWS, total,
+                   ev_l1, ce, grad, elements_per_row=c, labels=(target, c, "target"))
+    return total, grad, ev_l1, ce
+
+
 def cdw_rows(z: torch.Tensor, target: torch.Tensor, table: torch.Tensor, per_class: bool, want_grad: bool = True,
              all_rows: bool | None = None):
     """``-sum_i w_i log(1 - p_i)`` per row (``p = softmax(z)``), and its gradient.
