@@ -116,7 +116,8 @@ def test_auto_mode_picks_the_kernel_then_the_compiled_path_where_each_pays():
     """'auto': a row function with a CPU kernel runs it (any size); one without compiles only on
     large CPU inputs and never when marked eager_on_cpu; 'off' never fuses, 'compile' always
     compiles, 'kernel' runs kernels only."""
-    from softloss_cli.losses.multilabel import softmax_ml_rows
+    def plain_rows(z, want_grad=True):  # a row function with no kernel
+        return z.sum(dim=1), None
     from softloss_cli.losses.ordinal import cdw_rows
 
     small = torch.zeros(8, 5)
@@ -124,20 +125,20 @@ def test_auto_mode_picks_the_kernel_then_the_compiled_path_where_each_pays():
     with fused.mode_as("auto"):
         expected = "kernel" if kernels.available() else "eager"
         assert fused.path_for(small, cdw_rows) == expected
-        assert fused.path_for(small, softmax_ml_rows) == "eager"  # no kernel, too small to compile
-        assert fused.path_for(big, softmax_ml_rows) == ("compiled" if fused.available(big.device) else "eager")
-        fused.eager_on_cpu(softmax_ml_rows)
+        assert fused.path_for(small, plain_rows) == "eager"  # no kernel, too small to compile
+        assert fused.path_for(big, plain_rows) == ("compiled" if fused.available(big.device) else "eager")
+        fused.eager_on_cpu(plain_rows)
         try:
-            assert fused.path_for(big, softmax_ml_rows) == "eager"  # as if measured faster eagerly on the CPU
+            assert fused.path_for(big, plain_rows) == "eager"  # as if measured faster eagerly on the CPU
         finally:
-            fused._eager_cpu.discard(softmax_ml_rows)
+            fused._eager_cpu.discard(plain_rows)
     with fused.mode_as("off"):
         assert fused.path_for(big, cdw_rows) == "eager"
     with fused.mode_as("compile"):
         assert fused.path_for(small, cdw_rows) == "compiled"
     with fused.mode_as("kernel"):
         assert fused.path_for(small, cdw_rows) == "kernel"
-        assert fused.path_for(big, softmax_ml_rows) == "eager"
+        assert fused.path_for(big, plain_rows) == "eager"
     with pytest.raises(ValueError, match="fused mode must be one of auto, kernel, compile, off"):
         fused.set_mode("sometimes")
 
@@ -244,6 +245,13 @@ def _kappa_tables(c):
     return w, w.t().contiguous()
 
 
+def _with_empty_rows(multi):
+    """Multi-hot targets with rows 5 and 6 empty (no positive label)."""
+    out = multi.clone()
+    out[5:7] = 0.0
+    return out
+
+
 def _kl_table(c):
     """unimodal's (q, q log q, q sum) per class: binomial soft labels, whose far tail is 0."""
     from softloss_cli.losses.unimodal import UnimodalLoss
@@ -286,6 +294,8 @@ def _kernel_cases():
             (f"ev_l1 C={c}", ordinal.ev_l1_rows, lambda z, y, m: (z, y, torch.arange(z.shape[1]).float(), 0.0)),
             (f"ev_l1_ce values C={c}", ordinal.ev_l1_rows,
              lambda z, y, m: (z, y, torch.linspace(-2.0, 5.0, z.shape[1]) ** 2, 0.5)),
+            (f"softmax_ml C={c}", multilabel.softmax_ml_rows, lambda z, y, m: (z, _with_empty_rows(m), True)),
+            (f"softmax_ml no uniform C={c}", multilabel.softmax_ml_rows, lambda z, y, m: (z, _with_empty_rows(m), False)),
             (f"kl table C={c}", ordinal.kl_rows, lambda z, y, m: (z, y, *_kl_table(z.shape[1]))),
             (f"kl rows C={c}", ordinal.kl_rows, lambda z, y, m: (z, None, *_kl_per_row(y, z.shape[1]))),
         ]
@@ -366,8 +376,8 @@ def test_kernels_refuse_labels_out_of_range_like_torch():
         RankedProbabilityLoss()(z, torch.tensor([0, 1, -1, 2]))
 
 
-LABELLED_KERNEL_LOSSES = [n for n in KERNEL_LOSSES if not LOSSES[n].__class__.__name__.endswith(("BCELoss", "FocalLoss",
-                                                                                                  "AsymmetricLoss"))]
+# multi-label losses read multi-hot targets, no label indices
+LABELLED_KERNEL_LOSSES = [n for n in KERNEL_LOSSES if "multilabel" not in getattr(LOSSES[n], "task_kinds", ())]
 
 
 @needs_kernels

@@ -877,10 +877,12 @@ namespace {
 // kl_rows for C <= kShortSoftmaxRow, transposed (see load_lanes): the block's rows of q are gathered by
 // label straight into lanes, and log s = log sum_k exp(z_k - m) is one vector logf per block.
 int64_t kl_rows_short(const float* z, const int64_t* target, const float* q, const float* q_log_q,
-                      const float* q_sum, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+                      const float* q_sum, int empty_uniform, int64_t C, int64_t r0, int64_t r1, float* values,
+                      float* grad) {
   std::vector<float> buf(3 * C * kLanes);
   float *t = buf.data(), *e = t + C * kLanes, *qt = e + C * kLanes;
-  alignas(64) float m[kLanes], s[kLanes], shift[kLanes], dot[kLanes], scale[kLanes];
+  alignas(64) float m[kLanes], s[kLanes], shift[kLanes], dot[kLanes], scale[kLanes], qs[kLanes], w[kLanes],
+      zs[kLanes], off[kLanes];
   const float* qrows[kLanes];
   for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
     const int64_t n = std::min(kLanes, r1 - b0);
@@ -895,21 +897,42 @@ int64_t kl_rows_short(const float* z, const int64_t* target, const float* q, con
     for (int64_t l = 0; l < kLanes; ++l) {
       shift[l] = m[l] + logf(s[l]);  // log p_k = z_k - shift
       dot[l] = 0.f;
+      qs[l] = 0.f;
+      zs[l] = 0.f;
+      off[l] = 0.f;
     }
     for (int64_t k = 0; k < C; ++k) {
 #pragma omp simd
-      for (int64_t l = 0; l < kLanes; ++l) dot[l] += qt[k * kLanes + l] * (t[k * kLanes + l] - shift[l]);
+      for (int64_t l = 0; l < kLanes; ++l) {
+        dot[l] += qt[k * kLanes + l] * (t[k * kLanes + l] - shift[l]);
+        qs[l] += qt[k * kLanes + l];
+        zs[l] += t[k * kLanes + l];
+      }
     }
-    for (int64_t l = 0; l < n; ++l) {
-      const int64_t row = target ? target[b0 + l] : b0 + l;
-      values[b0 + l] = q_log_q[row] - dot[l];
-      scale[l] = q_sum[row] / s[l];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      if (l >= n) {
+        scale[l] = w[l] = 0.f;
+      } else if (!q_sum && empty_uniform && !(qs[l] > 0.f)) {  // no positive: the target is 1/C
+        values[b0 + l] = shift[l] - zs[l] / static_cast<float>(C);
+        scale[l] = 1.f / s[l];
+        w[l] = 0.f;
+        off[l] = 1.f / static_cast<float>(C);
+      } else if (q_sum) {  // KL to the soft label q
+        const int64_t row = target ? target[b0 + l] : b0 + l;
+        values[b0 + l] = q_log_q[row] - dot[l];
+        scale[l] = q_sum[row] / s[l];
+        w[l] = 1.f;
+      } else {  // normalised: CE to q / sum q (0 where sum q = 0)
+        w[l] = qs[l] > 0.f ? 1.f / qs[l] : 0.f;
+        values[b0 + l] = -dot[l] * w[l];
+        scale[l] = qs[l] > 0.f ? 1.f / s[l] : 0.f;
+      }
     }
     if (!grad) continue;
-    for (int64_t l = n; l < kLanes; ++l) scale[l] = 0.f;
     for (int64_t k = 0; k < C; ++k) {
 #pragma omp simd
-      for (int64_t l = 0; l < kLanes; ++l) e[k * kLanes + l] = e[k * kLanes + l] * scale[l] - qt[k * kLanes + l];
+      for (int64_t l = 0; l < kLanes; ++l)
+        e[k * kLanes + l] = e[k * kLanes + l] * scale[l] - w[l] * qt[k * kLanes + l] - off[l];
     }
     store_lanes(e, C, n, grad + b0 * C);
   }
@@ -1010,13 +1033,17 @@ int64_t ev_l1_rows(const float* z, const int64_t* y, const float* v, float w, in
   return 0;
 }
 
-// ordinal.kl_rows: KL(q || softmax(z)) = q_log_q - sum_k q_k log p_k; grad p * q_sum - q. With
+// ordinal.kl_rows: KL(q || softmax(z)) = q_log_q - sum_k q_k log p_k; grad p * q_sum - q. With q_sum
+// null (multilabel.softmax_ml_rows), the CE to q / sum q instead: -sum_k q_k log p_k / sum q, grad
+// p - q / sum q, both 0 on a row with sum q = 0 (with empty_uniform, that row's CE to 1/C);
+// q_log_q is not read. With
 // `target`, q [N, C], q_log_q [N], q_sum [N] are per-class tables (row target[b], N = q_rows);
 // else per row.
 int64_t kl_rows(const float* z, const int64_t* target, const float* q, const float* q_log_q, const float* q_sum,
-                int64_t q_rows, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
+                int empty_uniform, int64_t q_rows, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
   if (const int64_t bad = bad_label(target, r0, r1, q_rows)) return bad;
-  if (C <= kShortSoftmaxRow) return kl_rows_short(z, target, q, q_log_q, q_sum, C, r0, r1, values, grad);
+  if (C <= kShortSoftmaxRow)
+    return kl_rows_short(z, target, q, q_log_q, q_sum, empty_uniform, C, r0, r1, values, grad);
   Scratch buf(C, 1);
   std::vector<float> m(chunk_rows(C));
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
@@ -1030,15 +1057,29 @@ int64_t kl_rows(const float* z, const int64_t* target, const float* q, const flo
       const float* e = buf[0] + i * C;
       const float s = row_sum(e, C);
       const float shift = m[i] + std::log(s);  // log p_k = z_k - shift
-      float dot = 0.f;
+      float dot = 0.f, qs = 0.f, zs = 0.f;
+      if (q_sum) {
 #pragma omp simd reduction(+ : dot)
-      for (int64_t k = 0; k < C; ++k) dot += qr[k] * (zr[k] - shift);
-      values[r] = q_log_q[row] - dot;
+        for (int64_t k = 0; k < C; ++k) dot += qr[k] * (zr[k] - shift);
+      } else {  // the row's sums too (the normalised form)
+#pragma omp simd reduction(+ : dot, qs, zs)
+        for (int64_t k = 0; k < C; ++k) {
+          dot += qr[k] * (zr[k] - shift);
+          qs += qr[k];
+          zs += zr[k];
+        }
+      }
+      // KL to q; or, without q_sum, CE to q / sum q (0 where sum q = 0, or with empty_uniform
+      // the CE to 1/C there)
+      const bool uniform_row = !q_sum && empty_uniform && !(qs > 0.f);
+      const float w = q_sum ? 1.f : (qs > 0.f ? 1.f / qs : 0.f);
+      values[r] = q_sum ? q_log_q[row] - dot : (uniform_row ? shift - zs / static_cast<float>(C) : -dot * w);
       if (!grad) continue;
-      const float scale = q_sum[row] / s;
+      const float scale = q_sum ? q_sum[row] / s : (qs > 0.f || uniform_row ? 1.f / s : 0.f);
+      const float off = uniform_row ? 1.f / static_cast<float>(C) : 0.f;
       float* gr = grad + r * C;
 #pragma omp simd
-      for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * scale - qr[k];
+      for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * scale - w * qr[k] - off;
     }
   }
   return 0;

@@ -54,7 +54,7 @@ SIGNATURES = {
     "bce_one_hot_rows": (_P, _P, _F, _F, _I, _I, _I, _P, _P),
     "focal_rows": (_P, _P, _F, _F, _F, _I, _I, _I, _P, _P),
     "asl_rows": (_P, _P, _F, _F, _F, _C, _I, _I, _I, _P, _P),
-    "kl_rows": (_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P),
+    "kl_rows": (_P, _P, _P, _P, _P, _C, _I, _I, _I, _I, _P, _P),
     "ev_l1_rows": (_P, _P, _P, _F, _I, _I, _I, _P, _P, _P, _P),
     "binary_rows": (_P, _P, _P, _C, _I, _I, _I, _P, _P),
     "kappa_stats": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P),

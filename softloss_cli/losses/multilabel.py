@@ -175,6 +175,14 @@ def softmax_ml_rows(z: torch.Tensor, t: torch.Tensor, uniform: bool, want_grad: 
     return values, grad
 
 
+@fused.kernel_of(softmax_ml_rows)
+def softmax_ml_rows_kernel(z: torch.Tensor, t: torch.Tensor, uniform: bool, want_grad: bool = True):
+    """``softmax_ml_rows`` on the CPU kernel of ``ordinal.kl_rows`` in its normalised form (the
+    CE to ``t / sum t``, each row's sum taken in the kernel; a row without a positive gets 0,
+    or with ``uniform`` its CE to ``1/C``)."""
+    return kernels.values_and_grad("kl_rows", z, None, t, None, None, bool(uniform), z.shape[0], want_grad=want_grad)
+
+
 def bce_rows(z: torch.Tensor, t: torch.Tensor, want_grad: bool = True):
     """``sum_c [softplus(z_c) - t_c z_c]`` per row: BCE with logits summed over categories.
 

@@ -536,7 +536,7 @@ def kl_rows(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log
 def kl_rows_kernel(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log_q: torch.Tensor,
                    q_sum: torch.Tensor, want_grad: bool = True):
     """``kl_rows`` as one CPU kernel (``cpu_kernels.cpp``): the tables' rows are read in place."""
-    return kernels.values_and_grad("kl_rows", z, target, q, q_log_q, q_sum, q.shape[0], want_grad=want_grad,
+    return kernels.values_and_grad("kl_rows", z, target, q, q_log_q, q_sum, False, q.shape[0], want_grad=want_grad,
                                    bound=q.shape[0])
 
 
