@@ -515,3 +515,27 @@ def test_kl_rows_gradcheck():
     log_q = SoftOrdinalLoss(alpha=1.5).log_soft_targets(y, 7, torch.device("cpu")).double()
     q = log_q.exp()
     assert torch.autograd.gradcheck(lambda x: row_loss(kl_rows, x, None, q, (q * log_q).sum(1), q.sum(1))[0], (z,))
+
+
+def test_soft_label_tables_hold_no_float32_subnormals():
+    """SORD's and unimodal's soft labels at C = 100 reach far below float32's normal range; the
+    cached tables hold 0 there (a subnormal costs a microcode assist per product on x86), and the
+    loss still matches the float64 KL of the unflushed labels."""
+    from softloss_cli.losses import LOSSES
+
+    tiny = torch.finfo(torch.float32).tiny
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(64, 100, generator=g) * 3, torch.randint(0, 100, (64,), generator=g)
+    for loss in (LOSSES.get("sord")(), LOSSES.get("unimodal")(family="binomial")):
+        value = loss(logits, target)
+        if hasattr(loss, "_cached"):
+            q = loss._cached(100, "cpu")[0]
+            exact = loss.soft_targets(100)[target]
+        else:
+            q = loss._values_cache[("sord", torch.device("cpu"), 100)][0]
+            exact = loss.log_soft_targets(torch.arange(100), 100, "cpu").double().exp()[target]
+        assert ((exact > 0) & (exact < tiny)).any()  # the case exists
+        assert not ((q > 0) & (q < tiny)).any()
+        log_p = torch.log_softmax(logits.double(), dim=1)
+        kl = (torch.special.xlogy(exact, exact) - exact * log_p).sum(dim=1).mean()
+        torch.testing.assert_close(value.double(), kl, rtol=1e-5, atol=1e-6)

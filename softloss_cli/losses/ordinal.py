@@ -517,6 +517,16 @@ class ClassDistanceWeightedCELoss(OrdinalLoss):
         return table
 
 
+def without_subnormals(q: torch.Tensor) -> torch.Tensor:
+    """``q`` (soft labels, >= 0) with entries below float32's smallest normal number set to 0.
+
+    A soft label's far tail (SORD's ``exp(-99)`` at C = 100, binomial tables) is subnormal in
+    float32, and every product with a subnormal takes a microcode assist on x86: the KL kernel
+    ran 1.4-1.5x slower on such tables. As 0 they change the loss by less than 1e-37.
+    """
+    return torch.where(q < torch.finfo(torch.float32).tiny, torch.zeros_like(q), q)
+
+
 def kl_rows(z: torch.Tensor, target: torch.Tensor | None, q: torch.Tensor, q_log_q: torch.Tensor,
             q_sum: torch.Tensor, want_grad: bool = True):
     """``KL(q || softmax(z)) = sum_k q_k log q_k - sum_k q_k log_softmax(z)_k`` per row, and its
@@ -599,5 +609,5 @@ class SoftOrdinalLoss(OrdinalLoss):
     def _soft_tables(self, target: torch.Tensor, num_classes: int, device) -> tuple[torch.Tensor, ...]:
         """``(q [N, C], sum_k q_k log q_k [N], sum_k q_k [N])`` for the targets ``[N]``."""
         log_q = self.log_soft_targets(target, num_classes, device)
-        q = log_q.exp()
+        q = without_subnormals(log_q.exp())
         return q, torch.linalg.vecdot(q, log_q), q.sum(dim=1)

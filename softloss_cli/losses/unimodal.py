@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import torch
 
 from softloss_cli.losses.base import LOSSES, row_loss
-from softloss_cli.losses.ordinal import OrdinalLoss, kl_rows
+from softloss_cli.losses.ordinal import OrdinalLoss, kl_rows, without_subnormals
 
 __all__ = ["UNIMODAL_FAMILIES", "BETA_STANDARD", "UnimodalLoss", "unimodal_table"]
 
@@ -269,10 +269,7 @@ class UnimodalLoss(OrdinalLoss):
         tables = self._tables.get(key)
         if tables is None:
             q = self.soft_targets(c)
-            # Entries below float32's smallest normal number (binomial's far tail at C = 100) would
-            # be subnormal in float32, and every product with one takes a microcode assist on x86
-            # (the loss ran 1.4x slower with them); as 0 they change the loss by < 1e-37.
-            q = torch.where(q < torch.finfo(torch.float32).tiny, 0.0, q)
+            q = without_subnormals(q)  # binomial's far tail at C = 100
             q_log_q = torch.special.xlogy(q, q).sum(dim=1) if self.objective == "kl" else torch.zeros(c, dtype=_F64)
             tables = tuple(t.to(device=device, dtype=torch.float32) for t in (q, q_log_q, q.sum(dim=1)))
             self._tables[key] = tables
