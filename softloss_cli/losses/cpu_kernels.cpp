@@ -191,6 +191,42 @@ inline void bce_entry(float x, float t, float& value, float& grad) {
   grad = s - t;
 }
 
+#if defined(__AVX512F__)
+// Rows up to this many entries take sum_c log1p(e_c) as log prod_c (1 + e_c): one logarithm per
+// row, not per entry. Each factor is in [1, 2], so the product of up to 64 stays finite in
+// float32; its rounding (about C ulp) is below what a sum of C logarithms rounds.
+constexpr int64_t kProductRow = 64;
+
+// prod_k x[k] for a row of c <= 64 entries (16 lanes, a masked last load filled with 1).
+inline float row_product(const float* x, int64_t c) {
+  __m512 acc = _mm512_set1_ps(1.f);
+  int64_t k = 0;
+  for (; k + 16 <= c; k += 16) acc = _mm512_mul_ps(acc, _mm512_loadu_ps(x + k));
+  if (k < c)
+    acc = _mm512_mul_ps(acc, _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), static_cast<__mmask16>((1u << (c - k)) - 1u), x + k));
+  return _mm512_reduce_mul_ps(acc);
+}
+
+// BCE with logits over the n rows (C <= kProductRow) of a chunk, targets t(j): value[i] =
+// sum_c (max(x, 0) - t x) + log prod_c (1 + e), e = exp(-|x|), and g = sigmoid(x) - t.
+// `lin` and `one_p` are scratch arrays of n * C; `values` gets the n row values.
+template <typename Target>
+inline void bce_rows_by_product(const float* x, Target target, int64_t n, int64_t C, float* lin, float* one_p,
+                                float* g, float* values) {
+#pragma omp simd
+  for (int64_t j = 0; j < n * C; ++j) {
+    const float t = target(j), xj = x[j], e = expf(-std::fabs(xj)), inv = 1.f / (1.f + e);
+    one_p[j] = 1.f + e;
+    lin[j] = pos(xj) - t * xj;
+    g[j] = (xj >= 0.f ? inv : e * inv) - t;
+  }
+  for (int64_t i = 0; i < n; ++i) values[i] = row_product(one_p + i * C, C);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) values[i] = logf(values[i]);
+  for (int64_t i = 0; i < n; ++i) values[i] += row_sum(lin + i * C, C);
+}
+#endif
+
 inline void softplus_sigmoid(const float* z, int64_t n, float* lp, float* s, float* sn) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
@@ -1235,11 +1271,17 @@ int64_t kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, 
 
 // multilabel.bce_rows: sum_c softplus(z_c) - t_c z_c; grad sigmoid(z) - t.
 int64_t bce_rows(const float* z, const float* t, int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
-  Scratch buf(C, 2);
+  Scratch buf(C, 3);
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
     const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
     float *sp = buf[0], *g = grad ? grad + off : buf[1];  // the gradient straight to its place
     const float *zc = z + off, *tc = t + off;
+#if defined(__AVX512F__)
+    if (C <= kProductRow) {
+      bce_rows_by_product(zc, [&](int64_t j) { return tc[j]; }, n, C, sp, buf[2], g, values + c0);
+      continue;
+    }
+#endif
 #pragma omp simd
     for (int64_t j = 0; j < n * C; ++j) bce_entry(zc[j], tc[j], sp[j], g[j]);
     for (int64_t i = 0; i < n; ++i) values[c0 + i] = row_sum(sp + i * C, C);
@@ -1700,13 +1742,26 @@ int64_t pseudo_bce_rows(const float* a, const float* others, const int64_t* y, i
                         int64_t C, int64_t r0, int64_t r1, float* values, float* grad) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   const uint32_t kb32 = static_cast<uint32_t>(kb);
-  Scratch buf(C, 2);
+  Scratch buf(C, 3);
   for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
     const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
     float *sp = buf[0], *g = grad ? grad + off : buf[1];  // the gradient straight to its place
     const float *ac = a + off, *oc = others + off;
     // entries j <= ties_to of this chunk: ties taken (int32 compares: 8 lanes, not 4)
     const int32_t ties_to = static_cast<int32_t>(std::clamp<int64_t>(last_tie - off, -1, n * C));
+#if defined(__AVX512F__)
+    if (C <= kProductRow) {
+      bce_rows_by_product(
+          ac, [&](int64_t j) { return chosen(order_key(oc[j]), kb32, static_cast<int32_t>(j), ties_to) ? 1.f : 0.f; },
+          n, C, sp, buf[2], g, values + c0);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t yr = y[c0 + i];  // the label: t = 1 (its `others` entry, -1, gave t = 0)
+        values[c0 + i] -= ac[i * C + yr];
+        g[i * C + yr] -= 1.f;
+      }
+      continue;
+    }
+#endif
 #pragma omp simd
     for (int64_t j = 0; j < n * C; ++j) {
       const float t = chosen(order_key(oc[j]), kb32, static_cast<int32_t>(j), ties_to) ? 1.f : 0.f;
