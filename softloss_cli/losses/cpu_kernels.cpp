@@ -1298,6 +1298,41 @@ int64_t bce_one_hot_rows(const float* z, const int64_t* y, float neg_weight, flo
     const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
     float *sp = buf[0], *s = buf[1], *sn = buf[2];
     const float* zc = z + off;
+#if defined(__AVX512F__)
+    if (C <= kProductRow) {
+      // sum_c log1p(e_c) as log prod_c (1 + e_c) (bce_rows_by_product); the label's own
+      // log1p(e_y) and sigmoid(-z_y) one vector pass over the chunk's rows.
+      float *lin = sp, *one_p = s;
+      float* g = grad ? grad + off : sn;
+      const float a = scale * neg_weight;
+#pragma omp simd
+      for (int64_t j = 0; j < n * C; ++j) {
+        const float x = zc[j], e = expf(-std::fabs(x)), inv = 1.f / (1.f + e);
+        one_p[j] = 1.f + e;
+        lin[j] = pos(x);
+        g[j] = a * (x >= 0.f ? inv : e * inv);
+      }
+      float all[kChunk], zy[kChunk], lpy[kChunk], sny[kChunk];
+      for (int64_t i = 0; i < n; ++i) {
+        all[i] = row_product(one_p + i * C, C);
+        zy[i] = zc[i * C + y[c0 + i]];
+      }
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        const float e = expf(-std::fabs(zy[i])), inv = 1.f / (1.f + e);
+        all[i] = logf(all[i]);
+        lpy[i] = log1pf(e);
+        sny[i] = zy[i] >= 0.f ? e * inv : inv;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = c0 + i, yr = y[r];
+        const float rest = row_sum_without(lin + i * C, C, yr) + (all[i] - lpy[i]);  // sum_{c != y} softplus(z_c)
+        values[r] = scale * (neg_weight * rest + (pos(-zy[i]) + lpy[i]));
+        if (grad) grad[r * C + yr] = -scale * sny[i];
+      }
+      continue;
+    }
+#endif
     softplus_sigmoid(zc, n * C, sp, s, sn);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = c0 + i, yr = y[r];
