@@ -122,6 +122,20 @@ inline void shifted_exp(const float* z, int64_t c, int64_t ld, int64_t n, float*
 
 inline void shifted_exp(const float* z, int64_t c, int64_t n, float* m, float* e) { shifted_exp(z, c, c, n, m, e); }
 
+// row(r, zr, e, m) for each row r of [r0, r1): zr its logits, e = exp(zr - m) (C entries, writable
+// scratch), m its max. The exponentials of a chunk of rows are taken in one flat loop first.
+template <typename Row>
+inline void for_each_shifted_row(const float* z, int64_t C, int64_t r0, int64_t r1, Row row) {
+  Scratch buf(C, 1);
+  std::vector<float> m(chunk_rows(C));
+  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
+    const int64_t n = std::min(chunk_rows(C), r1 - c0);
+    const float* zc = z + c0 * C;
+    shifted_exp(zc, C, n, m.data(), buf[0]);
+    for (int64_t i = 0; i < n; ++i) row(c0 + i, zc + i * C, buf[0] + i * C, m[i]);
+  }
+}
+
 // c rounded up to whole 8-lane vectors, and a row copied into such a buffer (zeros past c).
 inline int64_t padded(int64_t c) { return (c + 7) / 8 * 8; }
 inline const float* load_padded(const float* src, float* dst, int64_t c, int64_t cp) {
@@ -762,50 +776,41 @@ int64_t nl_rows(const float* z, const int64_t* label, const uint8_t* positive, f
              int64_t r1, float* total, float* ce_out, float* neg_out, float* grad) {
   if (const int64_t bad = bad_label(label, r0, r1, C)) return bad;
   if (C <= kShortSoftmaxRow) return nl_rows_short(z, label, positive, neg_weight, C, r0, r1, total, ce_out, neg_out, grad);
-  Scratch buf(C, 1);
-  std::vector<float> m(chunk_rows(C));
-  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
-    const int64_t n = std::min(chunk_rows(C), r1 - c0);
-    const float* zc = z + c0 * C;
-    shifted_exp(zc, C, n, m.data(), buf[0]);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t r = c0 + i, l = label[r];
-      const float* zr = zc + i * C;
-      const float* e = buf[0] + i * C;
-      const float s = row_sum(e, C);
-      const float rest = row_sum_without(e, C, l);
-      const float log_s = std::log(s);
-      const float ce = (m[i] - zr[l]) + log_s;
-      const bool underflow = rest < kLooUnderflow * s;
-      const ShiftedSum loo = underflow ? sum_without(zr, C, l) : ShiftedSum{0.f, 1.f};
-      const float neg = underflow ? ((m[i] - loo.m) + log_s) - std::log(loo.s) : log_s - std::log(rest);
-      const bool pos = positive[r] != 0;
-      ce_out[r] = ce;
-      neg_out[r] = neg;
-      total[r] = pos ? ce : neg_weight * neg;
-      if (!grad) continue;
-      float* gr = grad + r * C;
-      const float inv = 1.f / s;
-      const float p_l = e[l] * inv;
-      if (pos) {
+  for_each_shifted_row(z, C, r0, r1, [&](int64_t r, const float* zr, float* e, float m) {
+    const int64_t l = label[r];
+    const float s = row_sum(e, C);
+    const float rest = row_sum_without(e, C, l);
+    const float log_s = std::log(s);
+    const float ce = (m - zr[l]) + log_s;
+    const bool underflow = rest < kLooUnderflow * s;
+    const ShiftedSum loo = underflow ? sum_without(zr, C, l) : ShiftedSum{0.f, 1.f};
+    const float neg = underflow ? ((m - loo.m) + log_s) - std::log(loo.s) : log_s - std::log(rest);
+    const bool pos = positive[r] != 0;
+    ce_out[r] = ce;
+    neg_out[r] = neg;
+    total[r] = pos ? ce : neg_weight * neg;
+    if (!grad) return;
+    float* gr = grad + r * C;
+    const float inv = 1.f / s;
+    const float p_l = e[l] * inv;
+    if (pos) {
 #pragma omp simd
-        for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * inv;
-        gr[l] = p_l - 1.f;
-        continue;
-      }
-      // w (p_k - p_k / (1 - p_l)) = -w p_l e_k / rest off l, w p_l at l
-      const float coef = -neg_weight * p_l;
-      if (underflow) {
-        const float rinv = 1.f / loo.s;
-        for (int64_t k = 0; k < C; ++k) gr[k] = coef * std::exp(zr[k] - loo.m) * rinv;
-      } else {
-        const float rinv = coef / rest;
-#pragma omp simd
-        for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * rinv;
-      }
-      gr[l] = neg_weight * p_l;
+      for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * inv;
+      gr[l] = p_l - 1.f;
+      return;
     }
-  }
+    // w (p_k - p_k / (1 - p_l)) = -w p_l e_k / rest off l, w p_l at l
+    const float coef = -neg_weight * p_l;
+    if (underflow) {
+      const float rinv = 1.f / loo.s;
+      for (int64_t k = 0; k < C; ++k) gr[k] = coef * std::exp(zr[k] - loo.m) * rinv;
+    } else {
+      const float rinv = coef / rest;
+#pragma omp simd
+      for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * rinv;
+    }
+    gr[l] = neg_weight * p_l;
+  });
   return 0;
 }
 
@@ -904,28 +909,20 @@ int64_t two_head_ce_rows(const float* z, const int64_t* y, int64_t C, int64_t r0
                       float* grad, float* others) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   if (C <= kShortSoftmaxRow) return two_head_ce_rows_short(z, y, C, r0, r1, ce_out, grad, others);
-  Scratch buf(C, 1);
-  std::vector<float> m(chunk_rows(C));
-  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
-    const int64_t n = std::min(chunk_rows(C), r1 - c0);
-    const float* zc = z + c0 * C;
-    shifted_exp(zc, C, n, m.data(), buf[0]);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t r = c0 + i, yr = y[r];
-      const float* e = buf[0] + i * C;
-      const float s = row_sum(e, C), inv = 1.f / s;
-      ce_out[r] = (m[i] - zc[i * C + yr]) + std::log(s);
-      float* o = (others ? others : grad) + r * C;
+  for_each_shifted_row(z, C, r0, r1, [&](int64_t r, const float* zr, const float* e, float m) {
+    const int64_t yr = y[r];
+    const float s = row_sum(e, C), inv = 1.f / s;
+    ce_out[r] = (m - zr[yr]) + std::log(s);
+    float* o = (others ? others : grad) + r * C;
 #pragma omp simd
-      for (int64_t k = 0; k < C; ++k) o[k] = e[k] * inv;
-      if (grad && others) {
-        float* gr = grad + r * C;
-        std::memcpy(gr, o, C * sizeof(float));
-        gr[yr] = -(1.f - gr[yr]);
-      }
-      o[yr] = others ? -1.f : -(1.f - o[yr]);  // p_y - 1, but -0 (not +0) where p_y = 1
+    for (int64_t k = 0; k < C; ++k) o[k] = e[k] * inv;
+    if (grad && others) {
+      float* gr = grad + r * C;
+      std::memcpy(gr, o, C * sizeof(float));
+      gr[yr] = -(1.f - gr[yr]);
     }
-  }
+    o[yr] = others ? -1.f : -(1.f - o[yr]);  // p_y - 1, but -0 (not +0) where p_y = 1
+  });
   return 0;
 }
 
@@ -1061,33 +1058,25 @@ int64_t ev_l1_rows(const float* z, const int64_t* y, const float* v, float w, in
                    float* total, float* ev, float* ce, float* grad) {
   if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
   if (C <= kShortRow) return ev_l1_rows_short(z, y, v, w, C, r0, r1, total, ev, ce, grad);
-  Scratch buf(C, 1);
-  std::vector<float> m(chunk_rows(C));
-  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
-    const int64_t n = std::min(chunk_rows(C), r1 - c0);
-    const float* zc = z + c0 * C;
-    shifted_exp(zc, C, n, m.data(), buf[0]);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t r = c0 + i, yr = y[r];
-      float* e = buf[0] + i * C;
-      const float sum = row_sum(e, C), inv = 1.f / sum;
-      float ex = 0.f;
+  for_each_shifted_row(z, C, r0, r1, [&](int64_t r, const float* zr, float* e, float m) {
+    const int64_t yr = y[r];
+    const float sum = row_sum(e, C), inv = 1.f / sum;
+    float ex = 0.f;
 #pragma omp simd reduction(+ : ex)
-      for (int64_t k = 0; k < C; ++k) ex += e[k] * v[k];
-      ex *= inv;
-      const float diff = ex - v[yr];
-      const float sg = static_cast<float>((diff > 0.f) - (diff < 0.f));
-      ev[r] = std::fabs(diff);
-      const float c = m[i] + std::log(sum) - zc[i * C + yr];
-      if (ce) ce[r] = c;
-      total[r] = w > 0.f ? ev[r] + w * c : ev[r];
-      if (!grad) continue;
-      float* gr = grad + r * C;
+    for (int64_t k = 0; k < C; ++k) ex += e[k] * v[k];
+    ex *= inv;
+    const float diff = ex - v[yr];
+    const float sg = static_cast<float>((diff > 0.f) - (diff < 0.f));
+    ev[r] = std::fabs(diff);
+    const float c = m + std::log(sum) - zr[yr];
+    if (ce) ce[r] = c;
+    total[r] = w > 0.f ? ev[r] + w * c : ev[r];
+    if (!grad) return;
+    float* gr = grad + r * C;
 #pragma omp simd
-      for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * inv * (sg * (v[k] - ex) + w);
-      gr[yr] -= w;
-    }
-  }
+    for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * inv * (sg * (v[k] - ex) + w);
+    gr[yr] -= w;
+  });
   return 0;
 }
 
@@ -1102,44 +1091,35 @@ int64_t kl_rows(const float* z, const int64_t* target, const float* q, const flo
   if (const int64_t bad = bad_label(target, r0, r1, q_rows)) return bad;
   if (C <= kShortSoftmaxRow)
     return kl_rows_short(z, target, q, q_log_q, q_sum, empty_uniform, C, r0, r1, values, grad);
-  Scratch buf(C, 1);
-  std::vector<float> m(chunk_rows(C));
-  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
-    const int64_t n = std::min(chunk_rows(C), r1 - c0);
-    const float* zc = z + c0 * C;
-    shifted_exp(zc, C, n, m.data(), buf[0]);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t r = c0 + i, row = target ? target[r] : r;
-      const float* zr = zc + i * C;
-      const float* qr = q + row * C;
-      const float* e = buf[0] + i * C;
-      const float s = row_sum(e, C);
-      const float shift = m[i] + std::log(s);  // log p_k = z_k - shift
-      float dot = 0.f, qs = 0.f, zs = 0.f;
-      if (q_sum) {
+  for_each_shifted_row(z, C, r0, r1, [&](int64_t r, const float* zr, float* e, float m) {
+    const int64_t row = target ? target[r] : r;
+    const float* qr = q + row * C;
+    const float s = row_sum(e, C);
+    const float shift = m + std::log(s);  // log p_k = z_k - shift
+    float dot = 0.f, qs = 0.f, zs = 0.f;
+    if (q_sum) {
 #pragma omp simd reduction(+ : dot)
-        for (int64_t k = 0; k < C; ++k) dot += qr[k] * (zr[k] - shift);
-      } else {  // the row's sums too (the normalised form)
+      for (int64_t k = 0; k < C; ++k) dot += qr[k] * (zr[k] - shift);
+    } else {  // the row's sums too (the normalised form)
 #pragma omp simd reduction(+ : dot, qs, zs)
-        for (int64_t k = 0; k < C; ++k) {
-          dot += qr[k] * (zr[k] - shift);
-          qs += qr[k];
-          zs += zr[k];
-        }
+      for (int64_t k = 0; k < C; ++k) {
+        dot += qr[k] * (zr[k] - shift);
+        qs += qr[k];
+        zs += zr[k];
       }
-      // KL to q; or, without q_sum, CE to q / sum q (0 where sum q = 0, or with empty_uniform
-      // the CE to 1/C there)
-      const bool uniform_row = !q_sum && empty_uniform && !(qs > 0.f);
-      const float w = q_sum ? 1.f : (qs > 0.f ? 1.f / qs : 0.f);
-      values[r] = q_sum ? q_log_q[row] - dot : (uniform_row ? shift - zs / static_cast<float>(C) : -dot * w);
-      if (!grad) continue;
-      const float scale = q_sum ? q_sum[row] / s : (qs > 0.f || uniform_row ? 1.f / s : 0.f);
-      const float off = uniform_row ? 1.f / static_cast<float>(C) : 0.f;
-      float* gr = grad + r * C;
-#pragma omp simd
-      for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * scale - w * qr[k] - off;
     }
-  }
+    // KL to q; or, without q_sum, CE to q / sum q (0 where sum q = 0, or with empty_uniform
+    // the CE to 1/C there)
+    const bool uniform_row = !q_sum && empty_uniform && !(qs > 0.f);
+    const float w = q_sum ? 1.f : (qs > 0.f ? 1.f / qs : 0.f);
+    values[r] = q_sum ? q_log_q[row] - dot : (uniform_row ? shift - zs / static_cast<float>(C) : -dot * w);
+    if (!grad) return;
+    const float scale = q_sum ? q_sum[row] / s : (qs > 0.f || uniform_row ? 1.f / s : 0.f);
+    const float off = uniform_row ? 1.f / static_cast<float>(C) : 0.f;
+    float* gr = grad + r * C;
+#pragma omp simd
+    for (int64_t k = 0; k < C; ++k) gr[k] = e[k] * scale - w * qr[k] - off;
+  });
   return 0;
 }
 
