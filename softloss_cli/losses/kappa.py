@@ -17,6 +17,7 @@ per-sample values): only ``reduction='mean'`` is accepted. All three work on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -204,22 +205,26 @@ def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w
     mce_values, pe = (z.new_empty(b), z.new_empty(b)) if mce_weight is not None else (None, None)
     kernels.launch("kappa_stats", b, z, target, w_t, m, cw, c, kernels.ROWS, p, obs, pm, mce_values, pe,
                    elements_per_row=c, labels=(target, c, "target"))
-    denominator = pm.sum() + epsilon
-    ratio = obs.sum() / denominator
-    value = torch.log(ratio + epsilon) if log else ratio
-    a_wk = 1.0 / float(denominator)
+    # The batch's few scalars as Python numbers (a CPU path: reading them waits for nothing),
+    # not a dozen one-element tensor ops; float32 sums, as the eager path's.
+    denominator = float(pm.sum()) + epsilon
+    ratio = float(obs.sum()) / denominator
+    value = math.log(ratio + epsilon) if log else ratio
+    a_wk = 1.0 / denominator
     if log:
-        a_wk /= float(ratio + epsilon)
+        a_wk /= ratio + epsilon
     mce, a_mce = None, 0.0
     if mce_weight is not None:
-        mce = mce_values.mean()
+        mce = float(mce_values.mean())
         value = mce_weight * value + (1.0 - mce_weight) * mce
         a_wk, a_mce = a_wk * mce_weight, (1.0 - mce_weight) / b
+        mce = torch.tensor(mce, dtype=z.dtype)
+    value, ratio_t = torch.tensor(value, dtype=z.dtype), torch.tensor(ratio, dtype=z.dtype)
     if not want_grad:
-        return value, None, ratio, mce
-    kernels.launch("kappa_grad", b, p, target, w_t, m, a_wk, float(ratio), a_mce, cw, obs, pm, pe, c, kernels.ROWS,
+        return value, None, ratio_t, mce
+    kernels.launch("kappa_grad", b, p, target, w_t, m, a_wk, ratio, a_mce, cw, obs, pm, pe, c, kernels.ROWS,
                    elements_per_row=c)
-    return value, p, ratio, mce
+    return value, p, ratio_t, mce
 
 
 @LOSSES.register("wk", "weighted kappa loss: 1 - soft QWK of the batch, in [0, 2] (ordinal)")
