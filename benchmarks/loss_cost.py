@@ -194,7 +194,7 @@ def describe(device: str, batch: int, repeats: int) -> str:
             "losses/fused.py; where the default is not eager, the eager path's ratio follows:")
 
 
-def run(repeats: int = 7, quick: bool = False, gpu: bool = False) -> Section:
+def run(repeats: int = 11, quick: bool = False, gpu: bool = False) -> Section:
     import torch
 
     classes = (30,) if quick else CLASSES

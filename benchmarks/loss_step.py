@@ -32,7 +32,7 @@ CONFIGS = {
     "gpu": {"model": "resnet18", "input": (3, 32, 32), "classes": 10, "batch": 512, "device": "cuda",
             "precision": "bf16", "channels_last": True, "steps": 30, "warmup": 8, "rounds": 3},
     "cpu": {"model": "small_cnn", "input": (1, 32, 32), "classes": 30, "batch": 256, "device": "cpu",
-            "precision": "fp32", "channels_last": False, "steps": 3, "warmup": 1, "rounds": 3},
+            "precision": "fp32", "channels_last": False, "steps": 3, "warmup": 1, "rounds": 5},
 }
 QUICK = {"batch": 16, "steps": 2, "warmup": 1, "rounds": 2}
 
