@@ -32,8 +32,16 @@ def check_reduction(reduction: str) -> str:
 
 
 def reduce_loss(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Mean or sum over the batch, or the per-sample vector for ``'none'``."""
+    """Mean or sum over the batch, or the per-sample vector for ``'none'``.
+
+    On the CPU the mean is taken as ``sum / n`` (the same bits as ``mean()`` there, tested): its
+    backward hands the rows one expanded value (a stride-0 vector), which ``RowLossWithGrad``
+    reads as a single number, where ``mean()``'s backward writes a ``[B]`` vector of ``1/B``.
+    On a GPU ``mean()`` stays one kernel (the division would be a second launch).
+    """
     if reduction == "mean":
+        if per_sample.device.type == "cpu":
+            return per_sample.sum() / per_sample.numel()
         return per_sample.mean()
     if reduction == "sum":
         return per_sample.sum()
@@ -210,7 +218,9 @@ class RowLossWithGrad(torch.autograd.Function):
     factor; a ``grad_j`` of None gives ``z_j`` no gradient). The losses below compute
     ``grad = d values_i / d z_i`` in closed form in the same pass as the values, so backward is
     one multiply per input instead of one autograd node per tensor op; a loss of two heads
-    (``two_head``) is one node. The grads are treated as constants (no double backward).
+    (``two_head``) is one node. The grads are treated as constants (no double backward), and
+    the node owns them: nothing else may read or keep them after the call, as backward may
+    scale them in place and hand them on as the inputs' gradients.
     """
 
     @staticmethod
@@ -221,20 +231,37 @@ class RowLossWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
-        # Every row has the same upstream gradient (a mean or a sum expands one value): one
-        # multiply by a scalar, several times faster than a broadcast of the stride-0 vector.
-        same = g.dim() == 1 and g.numel() > 1 and g.stride(0) == 0
+        # Every row has the same upstream gradient (a mean or a sum expands one value; a batch
+        # loss has one row): one multiply by a scalar, several times faster than a broadcast.
+        same = g.numel() == 1 or (g.dim() == 1 and g.stride(0) == 0)
         # On the CPU that value is read as a number: one multiply by a Python scalar, no tensor
         # op for the factor (on a GPU, reading it would wait for the device; under torch.compile
         # it would break the traced graph).
         as_number = g.device.type == "cpu" and not torch.compiler.is_compiling()
-        factor = (g[0].item() if as_number else g[0]) if same else None
+        factor = None
+        if same:
+            first = g.reshape(-1)[0]
+            factor = first.item() if as_number else first
+        # The saved grads are fresh tensors only this node holds. When autograd frees the graph
+        # after this call (no retain_graph), scale them in place and hand them on: no [B, C]
+        # allocation (whose pages the allocator may have returned to the system) and no copy;
+        # a factor of 1 (a batch loss, a sum) costs nothing. torch's own compiled backward
+        # reuses saved buffers under the same test (aot_autograd's donated buffers).
+        grads = ctx.saved_tensors
+        donate = as_number and same and not torch._C._autograd._get_current_graph_task_keep_graph()
+        if donate and len(grads) > 1:  # one tensor saved for two inputs is not scaled in place
+            ptrs = [g_.data_ptr() for g_ in grads if g_ is not None]
+            donate = len(set(ptrs)) == len(ptrs)
         outs = []
-        for grad, scale in zip(ctx.saved_tensors, ctx.scales):
+        for grad, scale in zip(grads, ctx.scales):
             if grad is None:
                 outs.append(None)
             elif same:
-                outs.append(grad * (factor if scale == 1.0 else factor * scale))
+                f = factor if scale == 1.0 else factor * scale
+                if donate and grad.is_contiguous():
+                    outs.append(grad if f == 1.0 else grad.mul_(f))
+                else:
+                    outs.append(grad * f)
             else:
                 outs.append(grad * (g if scale == 1.0 else g * scale)[:, None])
         return (None, None, *outs, *([None] * len(outs)))

@@ -1384,9 +1384,10 @@ inline void asl_logs(const float* z, const float* t, float clip, int64_t n, floa
       sigmoid_parts(z[j], e, sj, snj);
       s[j] = sj;
       sn[j] = snj;
-      // lom = min(log1p(clip - s), 0): clamped after the logarithm, not before, as the latter
-      // made gcc's code for this loop 1.5x slower.
-      const float lg = log1pf(t[j] > 0.5f ? e : clip - sj);
+      // lom = min(log(1 + clip - s), 0): clamped after the logarithm, not before, as the latter
+      // made gcc's code for this loop 1.5x slower. logf of 1 + x, not log1pf(x): half the cost
+      // (libmvec), for an absolute error of about 1e-7 per entry (the rounding of 1 + x).
+      const float lg = logf(t[j] > 0.5f ? 1.f + e : 1.f + clip - sj);
       lp[j] = lg;
       lom[j] = lg < 0.f ? lg : 0.f;
     }
