@@ -381,16 +381,17 @@ LABELLED_KERNEL_LOSSES = [n for n in KERNEL_LOSSES if "multilabel" not in getatt
 
 
 @needs_kernels
+@pytest.mark.parametrize("bad", [7, -1])
 @pytest.mark.parametrize("name", LABELLED_KERNEL_LOSSES)
-def test_every_kernel_refuses_a_label_out_of_range(name):
+def test_every_kernel_refuses_a_label_out_of_range(name, bad):
     """A label out of range never reaches a kernel's row access: one error, no crash, no garbage."""
     loss = LOSSES[name]
     logits, target, aux = loss_cost.make_inputs(loss, 6, 5, "cpu", torch.Generator().manual_seed(0))
     target = target.clone()
     if target.ndim == 1:
-        target[2] = 7
+        target[2] = bad
     else:  # partial targets (label, is_positive)
-        target[2, 0] = 7
+        target[2, 0] = bad
     with fused.mode_as("kernel"), pytest.raises((IndexError, ValueError), match="out of (bounds|range)"):
         loss(logits, target, **aux)
 

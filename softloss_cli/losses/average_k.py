@@ -35,7 +35,15 @@ import torch
 import torch.nn.functional as F
 
 from softloss_cli.losses import fused, kernels
-from softloss_cli.losses.base import LOSSES, SoftmaxLoss, needs_grad, reduce_loss, row_loss, with_grads
+from softloss_cli.losses.base import (
+    LOSSES,
+    SoftmaxLoss,
+    float32_region,
+    needs_grad,
+    reduce_loss,
+    row_loss,
+    with_grads,
+)
 from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows, softplus_sigmoid
 
 __all__ = ["TwoHeadLoss", "AssumeNegativeLoss", "WeakAssumeNegativeLoss", "ExpectedPositiveLoss"]
@@ -426,7 +434,7 @@ class ExpectedPositiveLoss(_SinglePositiveLoss):
         return F.softplus(-logits.gather(1, target.long()[:, None]).squeeze(1)) / logits.shape[1]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        with float32_region(logits.device.type):
             z = logits.float()
             positive = self.per_sample(z, target)
             expected = torch.sigmoid(z).sum(dim=1).mean()

@@ -1221,6 +1221,26 @@ int64_t kappa_stats(const float* z, const int64_t* y, const float* WT, const flo
   return 0;
 }
 
+// The batch kappa losses' chance term: m = W n / N (W transposed in WT), with n_j the count of
+// label j among the N labels; checks every label first (returns the first bad row + 1).
+int64_t kappa_expected(const int64_t* y, int64_t N, const float* WT, int64_t C, float* m) {
+  if (const int64_t bad = bad_label(y, 0, N, C)) return bad;
+  std::vector<int64_t> counts(C, 0);
+  for (int64_t r = 0; r < N; ++r) ++counts[y[r]];
+  std::fill(m, m + C, 0.f);
+  for (int64_t j = 0; j < C; ++j) {
+    if (!counts[j]) continue;
+    const float nj = static_cast<float>(counts[j]);
+    const float* wj = WT + j * C;  // W[:, j]
+#pragma omp simd
+    for (int64_t i = 0; i < C; ++i) m[i] += nj * wj[i];
+  }
+  const float n_all = static_cast<float>(N);
+#pragma omp simd
+  for (int64_t i = 0; i < C; ++i) m[i] /= n_all;
+  return 0;
+}
+
 // Second pass, in place on p: grad = p * (g - sum_i p_i g_i) with
 // g_i = a_wk (W[i, y] - ratio m_i) + a_mce (2 / C) w_i (p_i - 1[i = y]); the row's
 // sum_i p_i g_i = a_wk (obs - ratio pm) + a_mce (2 / C) pe comes from kappa_stats' sums.

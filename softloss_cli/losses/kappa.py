@@ -26,6 +26,7 @@ from softloss_cli.losses import fused, kernels
 from softloss_cli.losses.base import (
     LOSSES,
     SoftmaxLoss,
+    float32_region,
     needs_grad,
     reduce_loss,
     row_loss,
@@ -62,9 +63,9 @@ def _check_class_weights(class_weights) -> tuple[float, ...] | None:
 
 
 def _scalar_with_grad(z: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-    """A batch-level scalar ``value`` carrying the gradient ``grad [B, C]`` w.r.t. ``z``
-    (``base.with_grad`` on a one-element row: the upstream gradient broadcasts over ``grad``)."""
-    return with_grad(z, value.reshape(1), grad).reshape(())
+    """A batch-level scalar ``value`` (0-d) carrying the gradient ``grad [B, C]`` w.r.t. ``z``
+    (``base.with_grad``: its one upstream value multiplies ``grad``)."""
+    return with_grad(z, value, grad)
 
 
 class _BatchLoss(SoftmaxLoss):
@@ -93,7 +94,7 @@ class _BatchLoss(SoftmaxLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         # float32 with autocast off, as every softmax loss (SoftmaxLoss.forward).
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        with float32_region(logits.device.type):
             z = scaled_float(logits, self.logit_scale)  # no multiply (a pass, forward and backward) at scale 1
             aux32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in aux.items()}
             parts: dict[str, torch.Tensor] = {}
@@ -197,29 +198,29 @@ def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w
     target = kernels.index(target)
     w_t = w_t.float().contiguous()
     cw = None if class_weights is None else class_weights.float().contiguous()
-    counts = torch.bincount(target, minlength=c)
-    if counts.numel() > c:  # (negative labels: bincount's own ValueError)
-        raise IndexError(f"target {int(target.max())} is out of bounds for {c} classes")
-    m = (w @ counts.to(w.dtype)) / b
-    p, obs, pm = torch.empty_like(z), z.new_empty(b), z.new_empty(b)
+    m = z.new_empty(c)  # W n / N, with the labels' check (a label out of range: IndexError)
+    kernels.launch("kappa_expected", b, target, b, w_t, c, m, labels=(target, c, "target"))
+    p, sums = torch.empty_like(z), z.new_empty(2, b)
+    obs, pm = sums[0], sums[1]
     mce_values, pe = (z.new_empty(b), z.new_empty(b)) if mce_weight is not None else (None, None)
     kernels.launch("kappa_stats", b, z, target, w_t, m, cw, c, kernels.ROWS, p, obs, pm, mce_values, pe,
-                   elements_per_row=c, labels=(target, c, "target"))
+                   elements_per_row=c)
     # The batch's few scalars as Python numbers (a CPU path: reading them waits for nothing),
     # not a dozen one-element tensor ops; float32 sums, as the eager path's.
-    denominator = float(pm.sum()) + epsilon
-    ratio = float(obs.sum()) / denominator
+    observed, expected = sums.sum(dim=1).tolist()
+    denominator = expected + epsilon
+    ratio = observed / denominator
     value = math.log(ratio + epsilon) if log else ratio
     a_wk = 1.0 / denominator
     if log:
         a_wk /= ratio + epsilon
     mce, a_mce = None, 0.0
     if mce_weight is not None:
-        mce = float(mce_values.mean())
+        mce = mce_values.mean().item()
         value = mce_weight * value + (1.0 - mce_weight) * mce
         a_wk, a_mce = a_wk * mce_weight, (1.0 - mce_weight) / b
-        mce = torch.tensor(mce, dtype=z.dtype)
-    value, ratio_t = torch.tensor(value, dtype=z.dtype), torch.tensor(ratio, dtype=z.dtype)
+        mce = torch.scalar_tensor(mce, dtype=z.dtype)
+    value, ratio_t = torch.scalar_tensor(value, dtype=z.dtype), torch.scalar_tensor(ratio, dtype=z.dtype)
     if not want_grad:
         return value, None, ratio_t, mce
     kernels.launch("kappa_grad", b, p, target, w_t, m, a_wk, ratio, a_mce, cw, obs, pm, pe, c, kernels.ROWS,

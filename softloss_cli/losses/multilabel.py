@@ -30,6 +30,7 @@ from softloss_cli.losses.base import (
     LOSSES,
     ClassificationLoss,
     SoftmaxLoss,
+    float32_region,
     reduce_loss,
     row_loss,
 )
@@ -63,7 +64,7 @@ class SigmoidLoss(ClassificationLoss):
         raise NotImplementedError
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        with float32_region(logits.device.type):
             z = logits.float()
             aux32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in aux.items()}
             loss = reduce_loss(self.per_sample(z, target, **aux32), self.reduction)

@@ -33,6 +33,7 @@ from softloss_cli.losses import fused, kernels
 from softloss_cli.losses.base import (
     LOSSES,
     SoftmaxLoss,
+    float32_region,
     log1m_softmax_at,
     needs_grad,
     scaled_float,
@@ -348,7 +349,7 @@ class PositivesOnlyLoss(PartialLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         label, positive = split_partial_targets(target)
         # float32 with autocast off, as SoftmaxLoss.forward: low-precision log-probs underflow.
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        with float32_region(logits.device.type):
             z = scaled_float(logits, self.logit_scale)
             keep = positive.to(z.dtype)
             count = keep.sum().clamp_min(1.0)

@@ -47,6 +47,7 @@ from softloss_cli.losses.base import (
     LOSSES,
     ClassificationLoss,
     SoftmaxLoss,
+    float32_region,
     reduce_loss,
     row_loss,
 )
@@ -135,7 +136,7 @@ def clm_log_probs(cum_logits: torch.Tensor, link: str = "logit") -> torch.Tensor
     """
     if link not in CLM_LINKS:
         raise ValueError(f"link must be one of {', '.join(CLM_LINKS)}, got {link!r}")
-    with torch.autocast(device_type=cum_logits.device.type, enabled=False):
+    with float32_region(cum_logits.device.type):
         a = cum_logits.float() if cum_logits.dtype != torch.float64 else cum_logits
         log_f, log_s = _link_logs(a, link)
         if link == "logit":
@@ -168,7 +169,7 @@ def corn_log_probs(cond_logits: torch.Tensor) -> torch.Tensor:
     A valid distribution for any logits (the terms telescope to 1); no clamping is needed
     (values stay finite, if very negative), only the float rounding of the sum.
     """
-    with torch.autocast(device_type=cond_logits.device.type, enabled=False):
+    with float32_region(cond_logits.device.type):
         c = cond_logits.float() if cond_logits.dtype != torch.float64 else cond_logits
         log_above = F.logsigmoid(c).cumsum(dim=1)  # log P(y > k)
         before = torch.cat([log_above.new_zeros(c.shape[0], 1), log_above[:, :-1]], dim=1)
@@ -281,7 +282,7 @@ class _HeadLoss(ClassificationLoss):
         return self._tables[key]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        with float32_region(logits.device.type):
             native = _native(aux, self.native_key, self.registry_name, self.needs_head).float()
             loss = self.head_loss(native, target)
         self.last_parts = {"main": loss.detach()} if loss.ndim == 0 else {}
