@@ -419,6 +419,35 @@ def test_the_kernel_split_over_threads_matches_one_thread():
     assert torch.equal(four[0], again[0]) and torch.equal(four[1], again[1])
 
 
+@needs_kernels
+@pytest.mark.parametrize("c", [30, 41])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_two_kappa_passes_hand_over_their_row_blocks_over_threads(c, threads):
+    """kappa_stats leaves whole 16-row blocks of p in lanes for kappa_grad (C <= 40): with the
+    rows split over threads at boundaries that are not multiples of 16 (B = 4099), each block
+    still comes back in its rows, equal to the float64 eager function's."""
+    from softloss_cli.losses import kappa
+
+    g = torch.Generator().manual_seed(c)
+    z, y = torch.randn(4099, c, generator=g) * 3, torch.randint(0, c, (4099,), generator=g)
+    w, w_t = _kappa_tables(c)
+    cw = torch.linspace(0.5, 2.0, c)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert kernels.threads_for(4099, c) == threads
+        got = fused._kernels[kappa.kappa_batch](z, y, w, w_t, cw, 0.5, 1e-10, False)
+        mce = fused._kernels[kappa.mce_rows](z, y, cw)
+    finally:
+        torch.set_num_threads(before)
+    want = kappa.kappa_batch(z.double(), y, w.double(), w_t.double(), cw.double(), 0.5, 1e-10, False)
+    torch.testing.assert_close(got[1], want[1].float(), atol=1e-8, rtol=1e-4)
+    torch.testing.assert_close(got[0], want[0].float(), atol=1e-6, rtol=1e-5)
+    want_mce = kappa.mce_rows(z.double(), y, cw.double())
+    torch.testing.assert_close(mce[1], want_mce[1].float(), atol=1e-7, rtol=1e-4)
+    torch.testing.assert_close(mce[0], want_mce[0].float(), atol=1e-6, rtol=1e-5)
+
+
 def test_without_a_compiler_auto_runs_eagerly_and_says_why(monkeypatch, tmp_path):
     """No C++ compiler: 'auto' takes the eager path (no warning: nothing failed), 'kernel' says
     why in one line."""

@@ -1126,7 +1126,9 @@ int64_t kl_rows(const float* z, const int64_t* target, const float* q, const flo
 }  // extern "C"
 
 namespace {
-// kappa_stats for C <= kShortSoftmaxRow, transposed: the same outputs (see kappa_stats).
+// kappa_stats for C <= kShortSoftmaxRow, transposed: the same outputs (see kappa_stats), except
+// that each whole block of kLanes rows of p is left in lanes (t[k * kLanes + l]), the layout
+// kappa_grad_short reads: the two passes must run over the same row ranges.
 int64_t kappa_stats_short(const float* z, const int64_t* y, const float* WT, const float* m, const float* class_w,
                           int64_t C, int64_t r0, int64_t r1, float* p, float* obs, float* pm, float* mce, float* pe) {
   std::vector<float> buf(3 * C * kLanes);
@@ -1144,7 +1146,10 @@ int64_t kappa_stats_short(const float* z, const int64_t* y, const float* WT, con
     } else {
       std::fill(w, w + C * kLanes, 0.f);
     }
-    lanes_shifted_exp(t, C, mx, e, inv);
+    // A whole block's probabilities stay in p in lanes (kappa_grad_short reads them so): no
+    // transpose out here and none in there.
+    float* eb = n == kLanes ? p + b0 * C : e;
+    lanes_shifted_exp(t, C, mx, eb, inv);
 #pragma omp simd
     for (int64_t l = 0; l < kLanes; ++l) {
       inv[l] = 1.f / inv[l];
@@ -1156,8 +1161,8 @@ int64_t kappa_stats_short(const float* z, const int64_t* y, const float* WT, con
 #pragma omp simd
       for (int64_t l = 0; l < kLanes; ++l) {
         const int64_t j = k * kLanes + l;
-        const float pk = e[j] * inv[l], wk = w[j];
-        e[j] = pk;
+        const float pk = eb[j] * inv[l], wk = w[j];
+        eb[j] = pk;
         o[l] += pk * wk;
         a[l] += pk * mk;
         const float err = k32 == yl[l] ? pk - 1.f : pk;
@@ -1165,7 +1170,7 @@ int64_t kappa_stats_short(const float* z, const int64_t* y, const float* WT, con
         qq[l] += pk * cw * err;
       }
     }
-    store_lanes(e, C, n, p + b0 * C);
+    if (n < kLanes) store_lanes(e, C, n, p + b0 * C);
     for (int64_t l = 0; l < n; ++l) {
       const int64_t r = b0 + l;
       if (obs) obs[r] = o[l];
@@ -1241,12 +1246,59 @@ int64_t kappa_expected(const int64_t* y, int64_t N, const float* WT, int64_t C, 
   return 0;
 }
 
+namespace {
+// kappa_grad for C <= kShortSoftmaxRow, transposed, on kappa_stats_short's p (whole blocks in lanes).
+void kappa_grad_short(float* p, const int64_t* y, const float* WT, const float* m, float a_wk, float ratio,
+                      float a_mce, const float* class_w, const float* obs, const float* pm, const float* pe,
+                      int64_t C, int64_t r0, int64_t r1) {
+  const float two_c = 2.f / static_cast<float>(C);
+  std::vector<float> buf(3 * C * kLanes, 0.f);
+  float *t = buf.data(), *g = t + C * kLanes, *w = g + C * kLanes;  // w stays 0 without WT
+  alignas(64) float pg[kLanes];
+  alignas(64) int32_t yl[kLanes];
+  const float* wrows[kLanes];
+  for (int64_t b0 = r0; b0 < r1; b0 += kLanes) {
+    const int64_t n = std::min(kLanes, r1 - b0);
+    float* pb = p + b0 * C;
+    const float* pl = pb;  // a whole block is in lanes already
+    if (n < kLanes) {
+      load_lanes(pb, C, n, t);
+      pl = t;
+    }
+    load_label_lanes(y + b0, n, yl);
+    if (WT) {
+      for (int64_t l = 0; l < kLanes; ++l) wrows[l] = WT + yl[l < n ? l : 0] * C;
+      load_lanes(wrows, C, n, w);
+    }
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const int64_t r = b0 + (l < n ? l : 0);
+      pg[l] = (WT ? a_wk * (obs[r] - ratio * pm[r]) : 0.f) + (pe ? a_mce * two_c * pe[r] : 0.f);
+    }
+    for (int64_t k = 0; k < C; ++k) {
+      const int32_t k32 = static_cast<int32_t>(k);
+      const float shift = WT ? a_wk * ratio * m[k] : 0.f, cw = a_mce * two_c * (class_w ? class_w[k] : 1.f);
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t j = k * kLanes + l;
+        const float pk = pl[j], err = k32 == yl[l] ? pk - 1.f : pk;
+        g[j] = pk * (a_wk * w[j] - shift + cw * err - pg[l]);
+      }
+    }
+    store_lanes(g, C, n, pb);
+  }
+}
+}  // namespace
+
 // Second pass, in place on p: grad = p * (g - sum_i p_i g_i) with
 // g_i = a_wk (W[i, y] - ratio m_i) + a_mce (2 / C) w_i (p_i - 1[i = y]); the row's
 // sum_i p_i g_i = a_wk (obs - ratio pm) + a_mce (2 / C) pe comes from kappa_stats' sums.
 int64_t kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, float a_wk, float ratio, float a_mce,
                    const float* class_w, const float* obs, const float* pm, const float* pe, int64_t C, int64_t r0,
                    int64_t r1) {
+  if (C <= kShortSoftmaxRow) {
+    kappa_grad_short(p, y, WT, m, WT ? a_wk : 0.f, ratio, a_mce, class_w, obs, pm, pe, C, r0, r1);
+    return 0;
+  }
   const float two_c = 2.f / static_cast<float>(C);
   std::vector<float> ones(class_w ? 0 : C, 1.f), zeros(WT ? 0 : C, 0.f);
   if (!class_w) class_w = ones.data();

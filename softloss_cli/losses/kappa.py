@@ -153,12 +153,13 @@ def mce_rows_kernel(z: torch.Tensor, target: torch.Tensor, class_weights: torch.
     target = kernels.index(target)
     cw = None if class_weights is None else class_weights.float().contiguous()
     p, values, pe = torch.empty_like(z), z.new_empty(b), z.new_empty(b)
+    threads = kernels.threads_for(b, c)  # both passes over the same row blocks (p's layout)
     kernels.launch("kappa_stats", b, z, target, None, None, cw, c, kernels.ROWS, p, None, None, values, pe,
-                   elements_per_row=c, labels=(target, c, "target"))
+                   labels=(target, c, "target"), threads=threads)
     if not want_grad:
         return values, None
     kernels.launch("kappa_grad", b, p, target, None, None, 0.0, 0.0, 1.0, cw, None, None, pe, c, kernels.ROWS,
-                   elements_per_row=c)
+                   threads=threads)
     return values, p
 
 
@@ -191,8 +192,9 @@ def kappa_batch(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w_t: tor
 def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w_t: torch.Tensor,
                        class_weights: torch.Tensor | None, mce_weight: float | None, epsilon: float, log: bool,
                        want_grad: bool = True):
-    """``kappa_batch`` as two CPU kernel passes: softmax and the per-row sums (``kappa_stats``),
-    the batch's ratio, then the gradient in place of the probabilities (``kappa_grad``)."""
+    """``kappa_batch`` as CPU kernel passes: ``W n / N`` with the labels' check
+    (``kappa_expected``), softmax and the per-row sums (``kappa_stats``), the batch's ratio, then
+    the gradient in place of the probabilities (``kappa_grad``, over the same row blocks)."""
     z = z.float().contiguous()
     b, c = z.shape
     target = kernels.index(target)
@@ -203,8 +205,9 @@ def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w
     p, sums = torch.empty_like(z), z.new_empty(2, b)
     obs, pm = sums[0], sums[1]
     mce_values, pe = (z.new_empty(b), z.new_empty(b)) if mce_weight is not None else (None, None)
+    threads = kernels.threads_for(b, c)  # both passes over the same row blocks (p's layout)
     kernels.launch("kappa_stats", b, z, target, w_t, m, cw, c, kernels.ROWS, p, obs, pm, mce_values, pe,
-                   elements_per_row=c)
+                   threads=threads)
     # The batch's few scalars as Python numbers (a CPU path: reading them waits for nothing),
     # not a dozen one-element tensor ops; float32 sums, as the eager path's.
     observed, expected = sums.sum(dim=1).tolist()
@@ -224,7 +227,7 @@ def kappa_batch_kernel(z: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w
     if not want_grad:
         return value, None, ratio_t, mce
     kernels.launch("kappa_grad", b, p, target, w_t, m, a_wk, ratio, a_mce, cw, obs, pm, pe, c, kernels.ROWS,
-                   elements_per_row=c)
+                   threads=threads)
     return value, p, ratio_t, mce
 
 

@@ -186,11 +186,18 @@ def _arg(value):
     return value
 
 
+def threads_for(rows: int, elements_per_row: int) -> int:
+    """How many threads ``launch`` splits ``rows`` over: ``torch.get_num_threads()``, fewer where
+    a block would hold under ``MIN_BLOCK_ELEMENTS`` logits."""
+    return min(torch.get_num_threads(), max(1, rows * elements_per_row // MIN_BLOCK_ELEMENTS), rows)
+
+
 def launch(name: str, rows: int, *args, elements_per_row: int = 1,
-           labels: tuple[torch.Tensor, int, str] | None = None) -> None:
+           labels: tuple[torch.Tensor, int, str] | None = None, threads: int | None = None) -> None:
     """Run kernel ``name`` over the rows ``[0, rows)``; ``ROWS`` in ``args`` stands for the range
-    (two arguments, ``r0, r1``; a kernel without it runs once, on the whole input). Splits the rows over ``torch.get_num_threads()`` threads when
-    each block would hold at least ``MIN_BLOCK_ELEMENTS`` logits.
+    (two arguments, ``r0, r1``; a kernel without it runs once, on the whole input). Splits the
+    rows over ``threads`` (default ``threads_for(rows, elements_per_row)``) equal blocks: two
+    passes that hand data over in a per-block layout (kappa_stats, kappa_grad) give both the same.
 
     ``labels=(index, bound, what)``: the label tensor the kernel reads rows with; a kernel checks
     every label is in ``[0, bound)`` before it reads a row and returns the first bad row, which
@@ -200,7 +207,7 @@ def launch(name: str, rows: int, *args, elements_per_row: int = 1,
     fn = getattr(library(), name)
     c_args = [_arg(a) for a in args]
     at = next((i for i, a in enumerate(args) if a is ROWS), None)
-    threads = min(torch.get_num_threads(), max(1, rows * elements_per_row // MIN_BLOCK_ELEMENTS), rows)
+    threads = threads_for(rows, elements_per_row) if threads is None else max(1, min(threads, rows))
     if at is None:  # a kernel over the whole input at once
         codes = [fn(*c_args)]
     elif threads <= 1:
