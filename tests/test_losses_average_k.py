@@ -336,3 +336,31 @@ def test_top_entries_matches_topk_on_large_inputs():
         ref_values, ref_index = probs.topk(count)
         assert boundary.item() == ref_values[-1].item()
         assert len(index) == count and set(index.tolist()) == set(ref_index.tolist())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_epr_kernel_path_equals_the_autograd_path(reduction):
+    """The CPU kernel (closed-form gradient) and the autograd path give the same value, parts
+    and gradient; reduction 'none' always takes the autograd path."""
+    from softloss_cli.losses import fused, kernels
+    from softloss_cli.losses.average_k import epr_batch
+
+    if not kernels.available():
+        pytest.skip("the CPU kernels do not build here")
+    g = torch.Generator().manual_seed(1)
+    logits, target = torch.randn(300, 17, generator=g) * 4, torch.randint(0, 17, (300,), generator=g)
+    out = {}
+    for mode in ("kernel", "off"):
+        z = logits.clone().requires_grad_()
+        loss = ExpectedPositiveLoss(k=3.0, reg_weight=2.0, reduction=reduction)
+        with fused.mode_as(mode):
+            value = loss(z, target)
+            value.backward()
+        out[mode] = (value.detach(), z.grad, {k: v.detach() for k, v in loss.last_parts.items()})
+    with fused.mode_as("kernel"):
+        assert fused.path_for(logits, epr_batch) == "kernel"
+    torch.testing.assert_close(out["kernel"][0], out["off"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["kernel"][1], out["off"][1], rtol=1e-4, atol=1e-8)
+    assert out["kernel"][2].keys() == out["off"][2].keys()
+    for key in out["off"][2]:
+        torch.testing.assert_close(out["kernel"][2][key], out["off"][2][key], rtol=1e-5, atol=1e-6)

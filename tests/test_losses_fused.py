@@ -282,6 +282,8 @@ def _kernel_cases():
              lambda z, y, m: (z, y, ordinal.ClassDistanceWeightedCELoss().weight_rows(y, z.shape[1], "cpu"), False)),
             (f"nl C={c}", negative.nl_rows, lambda z, y, m: (z, y, torch.arange(z.shape[0]) % 3 == 0, 0.7)),
             (f"two_head C={c}", average_k.two_head_ce_rows, lambda z, y, m: (z, y)),
+            (f"epr mean C={c}", average_k.epr_batch, lambda z, y, m: (z, y, 2.0, 1.0, False)),
+            (f"epr sum C={c}", average_k.epr_batch, lambda z, y, m: (z, y, 0.5, 3.0, True)),
             # CORAL (weighted) and CORN on K = C - 1 tasks; labels 0..K
             (f"coral C={c}", ordinal_heads.binary_rows,
              lambda z, y, m: (z[:, 1:].contiguous(), y, *ordinal_heads._task_tables(z.shape[1] - 1, "cpu", z.dtype, False),

@@ -19,7 +19,7 @@ import loss_cost  # noqa: E402
 
 LOSSES = {k: v for k, v in loss_cost.loss_choices().items() if not isinstance(v, Exception)}
 # every loss whose gradient is a saved closed form (row losses, batch kappa losses, two heads)
-CLOSED_FORM = ["asl", "bce", "nl", "rps", "sord", "wk", "mce_wk", "two_head", "focal", "cdw_ce", "ev_l1_ce"]
+CLOSED_FORM = ["asl", "bce", "nl", "rps", "sord", "wk", "mce_wk", "two_head", "focal", "cdw_ce", "ev_l1_ce", "epr"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -69,7 +69,7 @@ def test_backward_gives_autograds_gradients_however_it_is_called(name, mode):
             torch.testing.assert_close(a, b * factor, rtol=1e-6, atol=1e-7, msg=f"{name} {mode} {how}")
 
 
-@pytest.mark.parametrize("name", ["two_head", "nl", "ev_l1_ce", "mce_wk"])
+@pytest.mark.parametrize("name", ["two_head", "nl", "ev_l1_ce", "mce_wk", "epr"])
 def test_parts_read_after_backward_and_zeroed_grads_are_those_of_the_forward(name):
     """A gradient handed on in place must not be shared with anything the loss keeps: the parts
     read later (``LazyParts``) are unchanged by backward and by zeroing the gradients in place."""

@@ -42,6 +42,7 @@ from softloss_cli.losses.base import (
     needs_grad,
     reduce_loss,
     row_loss,
+    with_grad,
     with_grads,
 )
 from softloss_cli.losses.multilabel import SigmoidLoss, bce_rows, softplus_sigmoid
@@ -436,6 +437,13 @@ class ExpectedPositiveLoss(_SinglePositiveLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **aux) -> torch.Tensor:
         with float32_region(logits.device.type):
             z = logits.float()
+            if self.reduction != "none" and fused.path_for(z, epr_batch) == "kernel":
+                # the CPU kernel: value and closed-form gradient in two passes (epr_batch)
+                _check_labels(z, target, "epr")
+                loss, grad, main, reg, expected = fused.call(epr_batch, z.detach(), target, self.k, self.reg_weight,
+                                                             self.reduction == "sum", want_grad=needs_grad(z))
+                self.last_parts = {"main": main, "reg": reg, "expected_positives": expected}
+                return with_grad(z, loss, grad)
             positive = self.per_sample(z, target)
             expected = torch.sigmoid(z).sum(dim=1).mean()
             reg = (expected - self.k) ** 2 / z.shape[1] ** 2
@@ -444,3 +452,58 @@ class ExpectedPositiveLoss(_SinglePositiveLoss):
             loss = main + self.reg_weight * scale * reg
         self.last_parts = {"main": main.detach(), "reg": reg.detach(), "expected_positives": expected.detach()}
         return loss
+
+
+def epr_batch(z: torch.Tensor, target: torch.Tensor, k: float, reg_weight: float, total: bool,
+              want_grad: bool = True):
+    """``epr``'s value and closed-form gradient w.r.t. detached ``z [B, C]`` (reduction 'mean', or
+    'sum' with ``total``): ``(value, grad [B, C] or None, main, reg, expected)``, 0-d tensors.
+
+    ``value = main + reg_weight * scale * reg``, ``main`` the mean (sum) over rows of
+    ``softplus(-z_iy) / C``, ``reg = (E - k)^2 / C^2``, ``E = mean_i sum_c s_ic``, ``s = sigmoid(z)``,
+    ``scale`` = 1 (B with ``total``). Gradient:
+    ``reg_weight * scale * 2 (E - k) / (C^2 B) * s (1 - s)``, plus ``(s_iy - 1) / C`` (divided
+    by B for the mean) at each row's label.
+    """
+    b, c = z.shape
+    idx = target.long()[:, None]
+    s = torch.sigmoid(z)
+    z_y = z.gather(1, idx).squeeze(1)
+    positive = F.softplus(-z_y) / c
+    expected = s.sum(dim=1).mean()
+    reg = (expected - k) ** 2 / c**2
+    main = positive.sum() if total else positive.mean()
+    scale = b if total else 1.0
+    value = main + reg_weight * scale * reg
+    grad = None
+    if want_grad:
+        grad = s * (1.0 - s) * (reg_weight * scale * 2.0 * (expected - k) / (c * c * b))
+        per_row = (1.0 if total else 1.0 / b) / c
+        grad.scatter_add_(1, idx, ((torch.sigmoid(z_y) - 1.0) * per_row)[:, None])
+    return value, grad, main, reg, expected
+
+
+@fused.kernel_of(epr_batch)
+def epr_batch_kernel(z: torch.Tensor, target: torch.Tensor, k: float, reg_weight: float, total: bool,
+                     want_grad: bool = True):
+    """``epr_batch`` as two CPU kernel passes (``cpu_kernels.cpp``: ``epr_stats``, then the
+    batch's scalars as Python numbers, then ``epr_grad`` in place)."""
+    z = z.float().contiguous()
+    b, c = z.shape
+    target = kernels.index(target)
+    grad = torch.empty_like(z) if want_grad else None
+    rows = z.new_empty(3, b)  # per row: sum_c s, the positive term, s_y
+    kernels.launch("epr_stats", b, z, target, c, kernels.ROWS, grad, rows[0], rows[1], rows[2],
+                   elements_per_row=c, labels=(target, c, "target"))
+    s_total, positive_total = rows[:2].sum(dim=1).tolist()  # float32 sums, as the eager path's
+    expected = s_total / b
+    reg = (expected - k) ** 2 / c**2
+    main = positive_total if total else positive_total / b
+    scale = b if total else 1.0
+    value = main + reg_weight * scale * reg
+    if want_grad:
+        per_row = (1.0 if total else 1.0 / b) / c
+        kernels.launch("epr_grad", b, grad, target, reg_weight * scale * 2.0 * (expected - k) / (c * c * b), per_row,
+                       rows[2], c, kernels.ROWS, elements_per_row=c)
+    value, main, reg, expected = (torch.scalar_tensor(v, dtype=z.dtype) for v in (value, main, reg, expected))
+    return value, grad, main, reg, expected

@@ -1553,6 +1553,48 @@ int64_t asl_rows(const float* z, const float* t, float gamma_neg, float gamma_po
   return 0;
 }
 
+// average_k.epr_batch, first pass: s = sigmoid(z); per row ssum = sum_c s_c, sy = s_y and
+// pos = softplus(-z_y) / C (the positive term); where g is not null, g = s (1 - s) = e / (1 + e)^2
+// (e = exp(-|z|)), the regulariser's gradient up to the batch's factor (epr_grad).
+int64_t epr_stats(const float* z, const int64_t* y, int64_t C, int64_t r0, int64_t r1, float* g, float* ssum,
+                  float* pos_term, float* sy) {
+  if (const int64_t bad = bad_label(y, r0, r1, C)) return bad;
+  Scratch buf(C, 2);
+  std::vector<float> zy(chunk_rows(C));
+  const float inv_c = 1.f / static_cast<float>(C);
+  for (int64_t c0 = r0; c0 < r1; c0 += chunk_rows(C)) {
+    const int64_t n = std::min(chunk_rows(C), r1 - c0), off = c0 * C;
+    const float* zc = z + off;
+    float *s = buf[0], *gc = g ? g + off : buf[1];
+#pragma omp simd
+    for (int64_t j = 0; j < n * C; ++j) {
+      float e, sj, snj;
+      sigmoid_parts(zc[j], e, sj, snj);
+      s[j] = sj;
+      gc[j] = sj * snj;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t yr = y[c0 + i];
+      ssum[c0 + i] = row_sum(s + i * C, C);
+      sy[c0 + i] = s[i * C + yr];
+      zy[i] = zc[i * C + yr];
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) pos_term[c0 + i] = (pos(-zy[i]) + log1pf(expf(-std::fabs(zy[i])))) * inv_c;
+  }
+  return 0;
+}
+
+// average_k.epr_batch, second pass, in place: g = a g (the regulariser), then at each row's
+// label g_y += b (s_y - 1) (the positive term's d softplus(-z_y) / dz_y, times b).
+int64_t epr_grad(float* g, const int64_t* y, float a, float b, const float* sy, int64_t C, int64_t r0, int64_t r1) {
+  float* gr = g + r0 * C;
+#pragma omp simd
+  for (int64_t j = 0; j < (r1 - r0) * C; ++j) gr[j] *= a;
+  for (int64_t r = r0; r < r1; ++r) g[r * C + y[r]] += b * (sy[r] - 1.f);
+  return 0;
+}
+
 // ordinal_heads.binary_rows for CORAL/CORN: sum_k w_k softplus(sign_k x_k), sign_k = -1 where
 // y > k, +1 where y <= k; `conditional` (CORN) drops the tasks k > y. grad w sign sigmoid(sign x).
 int64_t binary_rows(const float* x, const int64_t* y, const float* weights, int conditional, int64_t K, int64_t r0,

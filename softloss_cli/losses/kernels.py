@@ -60,6 +60,8 @@ SIGNATURES = {
     "kappa_stats": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _P),
     "kappa_grad": (_P, _P, _P, _P, _F, _F, _F, _P, _P, _P, _P, _I, _I, _I),
     "kappa_expected": (_P, _I, _P, _I, _P),
+    "epr_stats": (_P, _P, _I, _I, _I, _P, _P, _P, _P),
+    "epr_grad": (_P, _P, _F, _F, _P, _I, _I, _I),
     "batch_pseudo_labels": (_P, _P, _I, _I, _I, _P, _P),
     "pseudo_select": (_P, _P, _I, _I, _I, _P, _P),
     "pseudo_bce_rows": (_P, _P, _P, _I, _I, _I, _I, _I, _P, _P),
