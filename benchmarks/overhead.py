@@ -167,9 +167,12 @@ def run(repeats: int = 5, quick: bool = False, data_root: Path | None = None, gp
         + (" (not isolated: the step code is the same; a candidate on a 2-core machine is the runner's extra "
            "threads, TensorBoard's event writer and the progress bar, competing with torch's two OpenMP threads)"
            if per_epoch > 0.02 else "")
-        + f". A run of T seconds then costs about {1 + per_epoch:.3f} + {fixed_s:.1f}/T times the bare loop"
-        + (f": under 1.05x for runs over {fixed_s / (0.05 - per_epoch):.0f} s" if per_epoch < 0.05
-           else ": never under 1.05x on this machine")
+        + (f". A run of T seconds then costs about {1 + per_epoch:.3f} + {fixed_s:.1f}/T times the bare loop"
+           + (f": under 1.05x for runs over {fixed_s / (0.05 - per_epoch):.0f} s" if per_epoch < 0.05
+              else ": never under 1.05x on this machine")
+           if fixed_s > 0 else
+           f". The fixed amount is below this run's noise (a negative median), so a run costs about "
+           f"{1 + per_epoch:.3f}x the bare loop whatever its length")
         + f"; the ordinal preset's 5-epoch runs (~{preset_s:.0f} s here) would be at ~{cost(preset_s):.3f}x.",
         "",
         *noise_note(data),

@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         elif name == "loss":
             import loss_cost
 
-            sections.append(loss_cost.run(max(args.repeats, 7), args.quick, gpu))
+            sections.append(loss_cost.run(max(args.repeats, 11), args.quick, gpu))
         elif name == "step":
             import loss_step
 

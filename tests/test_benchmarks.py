@@ -127,3 +127,17 @@ def test_gpu_benchmark_code_runs_on_the_cpu(tmp_path):
     assert row["runner"] > 0 and row["bare"] > 0 and len(row["runner_epochs"]) == gpu.QUICK["epochs"]
     text = gpu.render(m)
     assert "Best setting: fp32" in text and "Waiting for data" in text
+
+
+@pytest.mark.parametrize("runner_s, words", [(31.0, "under 1.05x for runs over"),
+                                              (29.5, "below this run's noise")])
+def test_overhead_text_reads_right_for_a_positive_and_a_negative_fixed_cost(monkeypatch, tmp_path, runner_s, words):
+    """A runner faster than the bare loop in one run (noise) gives no "runs over -19 s"."""
+    def fake_measure(c, repeats, data_root):
+        pairs = [{"bare_s": 30.0, "runner_s": runner_s, "ratio": runner_s / 30.0, "bare_epoch_rates": [1000.0] * 3}]
+        return {"config": c, "pairs": pairs, "ratio": runner_s / 30.0, "ratio_spread": "-", "epoch_ratio": 1.0,
+                "cpu_ratio": 1.0, "bare_s": 30.0, "runner_s": runner_s, "same_result": True}
+
+    monkeypatch.setattr(overhead, "measure", fake_measure)
+    text = overhead.run(5, quick=True, data_root=tmp_path).markdown
+    assert words in text and "over -" not in text
