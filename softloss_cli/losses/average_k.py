@@ -446,12 +446,26 @@ class ExpectedPositiveLoss(_SinglePositiveLoss):
                 return with_grad(z, loss, grad)
             positive = self.per_sample(z, target)
             expected = torch.sigmoid(z).sum(dim=1).mean()
-            reg = (expected - self.k) ** 2 / z.shape[1] ** 2
             main = reduce_loss(positive, self.reduction)
-            scale = positive.shape[0] if self.reduction == "sum" else 1.0
-            loss = main + self.reg_weight * scale * reg
+            reg, loss = _epr_value(main, expected, self.k, self.reg_weight, *z.shape, self.reduction == "sum")
         self.last_parts = {"main": main.detach(), "reg": reg.detach(), "expected_positives": expected.detach()}
         return loss
+
+
+def _epr_value(main, expected, k: float, reg_weight: float, b: int, c: int, total: bool):
+    """``(reg, value)`` of ``epr`` from the reduced positive term ``main`` and ``E`` (tensors or
+    numbers): ``reg = (E - k)^2 / C^2``, ``value = main + reg_weight * scale * reg``, ``scale``
+    = B for a sum, else 1."""
+    reg = (expected - k) ** 2 / c**2
+    return reg, main + reg_weight * (b if total else 1.0) * reg
+
+
+def _epr_grad_factors(expected, k: float, reg_weight: float, b: int, c: int, total: bool):
+    """``epr``'s gradient as ``a * s (1 - s)`` plus ``per_row * (s_y - 1)`` at each row's label:
+    ``(a, per_row)``, with ``a = reg_weight * scale * 2 (E - k) / (C^2 B)`` and ``per_row`` =
+    ``1 / C`` (a sum) or ``1 / (C B)`` (a mean)."""
+    a = reg_weight * (b if total else 1.0) * 2.0 * (expected - k) / (c * c * b)
+    return a, (1.0 if total else 1.0 / b) / c
 
 
 def epr_batch(z: torch.Tensor, target: torch.Tensor, k: float, reg_weight: float, total: bool,
@@ -471,14 +485,12 @@ def epr_batch(z: torch.Tensor, target: torch.Tensor, k: float, reg_weight: float
     z_y = z.gather(1, idx).squeeze(1)
     positive = F.softplus(-z_y) / c
     expected = s.sum(dim=1).mean()
-    reg = (expected - k) ** 2 / c**2
     main = positive.sum() if total else positive.mean()
-    scale = b if total else 1.0
-    value = main + reg_weight * scale * reg
+    reg, value = _epr_value(main, expected, k, reg_weight, b, c, total)
     grad = None
     if want_grad:
-        grad = s * (1.0 - s) * (reg_weight * scale * 2.0 * (expected - k) / (c * c * b))
-        per_row = (1.0 if total else 1.0 / b) / c
+        a, per_row = _epr_grad_factors(expected, k, reg_weight, b, c, total)
+        grad = s * (1.0 - s) * a
         grad.scatter_add_(1, idx, ((torch.sigmoid(z_y) - 1.0) * per_row)[:, None])
     return value, grad, main, reg, expected
 
@@ -497,13 +509,10 @@ def epr_batch_kernel(z: torch.Tensor, target: torch.Tensor, k: float, reg_weight
                    elements_per_row=c, labels=(target, c, "target"))
     s_total, positive_total = rows[:2].sum(dim=1).tolist()  # float32 sums, as the eager path's
     expected = s_total / b
-    reg = (expected - k) ** 2 / c**2
     main = positive_total if total else positive_total / b
-    scale = b if total else 1.0
-    value = main + reg_weight * scale * reg
+    reg, value = _epr_value(main, expected, k, reg_weight, b, c, total)
     if want_grad:
-        per_row = (1.0 if total else 1.0 / b) / c
-        kernels.launch("epr_grad", b, grad, target, reg_weight * scale * 2.0 * (expected - k) / (c * c * b), per_row,
-                       rows[2], c, kernels.ROWS, elements_per_row=c)
+        a, per_row = _epr_grad_factors(expected, k, reg_weight, b, c, total)
+        kernels.launch("epr_grad", b, grad, target, a, per_row, rows[2], c, kernels.ROWS, elements_per_row=c)
     value, main, reg, expected = (torch.scalar_tensor(v, dtype=z.dtype) for v in (value, main, reg, expected))
     return value, grad, main, reg, expected

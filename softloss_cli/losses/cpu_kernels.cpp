@@ -1296,7 +1296,7 @@ int64_t kappa_grad(float* p, const int64_t* y, const float* WT, const float* m, 
                    const float* class_w, const float* obs, const float* pm, const float* pe, int64_t C, int64_t r0,
                    int64_t r1) {
   if (C <= kShortSoftmaxRow) {
-    kappa_grad_short(p, y, WT, m, WT ? a_wk : 0.f, ratio, a_mce, class_w, obs, pm, pe, C, r0, r1);
+    kappa_grad_short(p, y, WT, m, a_wk, ratio, a_mce, class_w, obs, pm, pe, C, r0, r1);
     return 0;
   }
   const float two_c = 2.f / static_cast<float>(C);

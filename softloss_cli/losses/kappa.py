@@ -62,12 +62,6 @@ def _check_class_weights(class_weights) -> tuple[float, ...] | None:
     return weights
 
 
-def _scalar_with_grad(z: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-    """A batch-level scalar ``value`` (0-d) carrying the gradient ``grad [B, C]`` w.r.t. ``z``
-    (``base.with_grad``: its one upstream value multiplies ``grad``)."""
-    return with_grad(z, value, grad)
-
-
 class _BatchLoss(SoftmaxLoss):
     """A softmax loss whose value is a function of the whole batch (no per-sample vector)."""
 
@@ -268,7 +262,7 @@ class WeightedKappaLoss(_BatchLoss):
     def batch_value(self, z, target, parts):
         value, grad, _, _ = fused.call(kappa_batch, z.detach(), target, *self.weights(z.shape[1], z.device), None,
                                        None, self.epsilon, self.log, want_grad=needs_grad(z))
-        return _scalar_with_grad(z, value, grad)
+        return with_grad(z, value, grad)  # a 0-d value: its one upstream number scales grad
 
 
 @LOSSES.register("mce", "mean per-class squared error of the softmax (Brier / C) (ordinal)")
@@ -326,4 +320,4 @@ class MceWkLoss(_BatchLoss):
         value, grad, wk, mce = fused.call(kappa_batch, z.detach(), target, *self.weights(z.shape[1], z.device), cw,
                                           self.wk_weight, 1e-10, False, want_grad=needs_grad(z))
         parts.update(wk=wk.detach(), mce=mce.detach())
-        return _scalar_with_grad(z, value, grad)
+        return with_grad(z, value, grad)  # a 0-d value: its one upstream number scales grad
